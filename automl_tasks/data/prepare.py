@@ -1,0 +1,288 @@
+"""From a spec and a month to numeric matrices: checks, label mapping, Spark ML encoding.
+
+Everything that can be wrong with the data is checked here, before any MLflow run
+starts, so a bad input leaves no half-written state behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from automl_tasks.data.sources import MONTH_COL, join_tables, read_source, with_month
+from automl_tasks.data.windows import Window, select_window
+from automl_tasks.errors import DataError
+from automl_tasks.spec import ModelSpec
+
+NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "boolean")
+LABEL_COL, SEGMENT_COL = "__label", "__segment"
+
+
+@dataclass
+class Encoding:
+    """How raw columns become model inputs; recorded in metadata.json for portable scoring."""
+    feature_names: list[str]
+    categorical: dict[str, list[str]]        # name -> categories; code = index, unseen/null = len
+    impute: dict[str, float]                 # numeric fill values for null/NaN
+
+    @property
+    def categorical_idx(self) -> list[int]:
+        return [i for i, f in enumerate(self.feature_names) if f in self.categorical]
+
+
+@dataclass
+class Matrix:
+    X: np.ndarray
+    y: np.ndarray
+    months: np.ndarray
+    segments: np.ndarray | None = None
+
+
+@dataclass
+class Prepared:
+    spec: ModelSpec
+    window: Window
+    train: Matrix
+    holdout: Matrix | None
+    given: Matrix | None                     # validation.method: given
+    encoding: Encoding
+    classes: list | None                     # class values in index order (classification)
+    pipeline: object                         # fitted Spark PipelineModel
+    fingerprint: str
+    row_counts: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_columns(spec: ModelSpec, dtypes: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Features in order and the categorical ones: named in the spec or inferred from types."""
+    data = spec.data
+    if data.label not in dtypes:
+        raise DataError(f"label column {data.label!r} is not in the data; columns: {', '.join(dtypes)}")
+    reserved = {data.label, data.timestamp, data.month_column, data.id, MONTH_COL} - {None}
+    if spec.features is None:
+        features = [c for c in dtypes if c not in reserved]
+    else:
+        missing = [f for f in spec.features if f not in dtypes]
+        if missing:
+            raise DataError(f"feature {missing[0]!r} is not in the data; columns: {', '.join(dtypes)}")
+        features = list(spec.features)
+    if not features:
+        raise DataError("no feature columns left after removing label, time and id columns")
+    for f in features:
+        if dtypes[f] in ("timestamp", "timestamp_ntz", "date"):
+            raise DataError(f"feature {f!r} is a {dtypes[f]}; derive numeric features from it instead")
+        if dtypes[f].startswith(("array", "map", "struct", "binary")):
+            raise DataError(f"feature {f!r} has type {dtypes[f]}, which cannot be a model input")
+    if spec.categorical is not None:
+        unknown = [c for c in spec.categorical if c not in features]
+        if unknown:
+            raise DataError(f"categorical column {unknown[0]!r} is not among the features")
+        categorical = list(spec.categorical)
+    else:
+        categorical = [f for f in features if dtypes[f] == "string"]
+    return features, categorical
+
+
+def canonical_label(column: str):
+    """Label as a canonical string, so `1.0` (old exports) and `1` (new ones) are one class."""
+    from pyspark.sql import functions as F
+
+    raw = F.trim(F.col(column).cast("string"))
+    number = raw.try_cast("double")
+    as_number = F.when((number == F.floor(number)) & (F.abs(number) < 1e15), number.cast("bigint").cast("string")).otherwise(
+        number.cast("string"))
+    return F.when(number.isNotNull() & ~F.isnan(number), as_number).otherwise(raw)
+
+
+def _fingerprint(spec: ModelSpec, stats: dict[str, tuple[int, int]], months) -> str:
+    payload = json.dumps({"source": spec.data.source, "months": {m: stats[m] for m in months}},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _check_feature_values(df, features, categorical, spec: ModelSpec, dtypes) -> None:
+    """Numbers stored as text, text in numeric columns, columns that are all null."""
+    from pyspark.sql import functions as F
+
+    strings = [f for f in features if dtypes[f] == "string"]
+    aggs = [F.count(F.col(f)).alias(f"n_{i}") for i, f in enumerate(features)]
+    for i, f in enumerate(strings):
+        bad = F.col(f).isNotNull() & F.trim(F.col(f)).try_cast("double").isNull()
+        aggs += [F.sum(bad.cast("long")).alias(f"bad_{i}"),
+                 F.max(F.when(bad, F.col(f))).alias(f"ex_{i}")]
+    row = df.agg(*aggs).first()
+    for i, f in enumerate(features):
+        if row[f"n_{i}"] == 0:
+            raise DataError(f"feature {f!r} is null in every row of the window")
+    for i, f in enumerate(strings):
+        bad, example, present = row[f"bad_{i}"] or 0, row[f"ex_{i}"], row[f"n_{features.index(f)}"]
+        if f not in categorical and bad:
+            raise DataError(f"numeric column {f!r} has {bad} non-numeric values (e.g. {example!r}); "
+                            "clean them or list the column in categorical")
+        if f in categorical and spec.categorical is None and 0 < bad <= 0.1 * present:
+            raise DataError(f"column {f!r} looks numeric but has {bad} non-numeric values "
+                            f"(e.g. {example!r}); clean them, or list it in categorical if it is one")
+
+
+def _label_classes(df, spec: ModelSpec) -> list | None:
+    from pyspark.sql import functions as F
+
+    label = spec.data.label
+    if spec.task == "regression":
+        bad = df.where(F.col(LABEL_COL).isNull()).select(label).limit(3).collect()
+        if bad:
+            raise DataError(f"regression label {label!r} has non-numeric values: "
+                            f"{', '.join(repr(r[0]) for r in bad)}")
+        return None
+    values = [r[0] for r in df.select(LABEL_COL).distinct().limit(1001).collect()]
+    if len(values) < 2:
+        raise DataError(f"label {label!r} has a single class ({values[0]!r}) in the training window; "
+                        "a classifier needs at least two")
+    if spec.task == "binary" and len(values) > 2:
+        raise DataError(f"task binary but label {label!r} has {len(values)} classes "
+                        f"(e.g. {', '.join(sorted(values)[:5])}); use task: multiclass")
+    if len(values) > 1000:
+        raise DataError(f"label {label!r} has over 1000 classes; is it a regression target?")
+    try:
+        nums = sorted(float(v) for v in values)
+        return [int(v) if v.is_integer() else v for v in nums]
+    except ValueError:
+        return sorted(values)
+
+
+def _pipeline(features, categorical, impute: str):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import Imputer, SQLTransformer, StringIndexer, VectorAssembler
+
+    numeric = [f for f in features if f not in categorical]
+    casts = [f"CAST(`{f}` AS DOUBLE) AS `__num_{f}`" for f in numeric]
+    casts += [f"CAST(`{f}` AS STRING) AS `__cat_{f}`" for f in categorical]
+    stages = [SQLTransformer(statement=f"SELECT *, {', '.join(casts)} FROM __THIS__")]
+    if numeric and impute != "none":
+        stages.append(Imputer(strategy=impute, inputCols=[f"__num_{f}" for f in numeric],
+                              outputCols=[f"__imp_{f}" for f in numeric]))
+    if categorical:
+        # alphabetAsc: codes do not move when category frequencies change month to month.
+        stages.append(StringIndexer(inputCols=[f"__cat_{f}" for f in categorical],
+                                    outputCols=[f"__idx_{f}" for f in categorical],
+                                    handleInvalid="keep", stringOrderType="alphabetAsc"))
+    stages.append(VectorAssembler(inputCols=model_columns(features, categorical, impute),
+                                  outputCol="features", handleInvalid="keep"))
+    return Pipeline(stages=stages)
+
+
+def model_columns(features, categorical, impute: str) -> list[str]:
+    num = "__num_" if impute == "none" else "__imp_"
+    return [f"__idx_{f}" if f in categorical else f"{num}{f}" for f in features]
+
+
+def _encoding(pipeline_model, features, categorical) -> Encoding:
+    from pyspark.ml.feature import ImputerModel, StringIndexerModel
+
+    cats, fills = {}, {}
+    for stage in pipeline_model.stages:
+        if isinstance(stage, StringIndexerModel):
+            for f, labels in zip(categorical, stage.labelsArray):
+                cats[f] = list(labels)
+        elif isinstance(stage, ImputerModel):
+            row = stage.surrogateDF.first()
+            fills = {c.removeprefix("__num_"): float(row[c]) for c in row.asDict()}
+    return Encoding(list(features), cats, fills)
+
+
+def to_matrix(pipeline_model, encoding: Encoding, df, spec: ModelSpec, classes: list | None) -> Matrix:
+    """Encode rows with the fitted pipeline and bring them to the driver as numpy."""
+    from pyspark.sql import functions as F
+
+    cols = model_columns(encoding.feature_names, list(encoding.categorical), spec.impute)
+    out = pipeline_model.transform(df)
+    if classes is None:
+        label = F.col(LABEL_COL)
+    else:
+        mapping = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(str(c)), F.lit(i))])
+        label = mapping[F.col(LABEL_COL)]
+    segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
+    pdf = out.select(*[F.col(c).cast("double").alias(f"x{i}") for i, c in enumerate(cols)],
+                     label.alias("y"), F.col(LABEL_COL).alias("raw_label"),
+                     F.col(MONTH_COL).alias("month") if MONTH_COL in df.columns else F.lit("").alias("month"),
+                     segment.alias("segment")).toPandas()
+    if classes is not None and pdf["y"].isna().any():
+        unseen = pdf.loc[pdf["y"].isna(), "raw_label"].iloc[0]
+        raise DataError(f"label value {unseen!r} does not occur in the training window "
+                        f"(classes: {', '.join(map(str, classes))})")
+    X = pdf[[f"x{i}" for i in range(len(cols))]].to_numpy(dtype=np.float64)
+    y = pdf["y"].to_numpy(dtype=np.int64 if classes is not None else np.float64)
+    segments = pdf["segment"].to_numpy(dtype=object) if spec.segment else None
+    return Matrix(X, y, pdf["month"].to_numpy(dtype=object), segments)
+
+
+def load_frame(spark, spec: ModelSpec):
+    """The source with joins applied and the month column added."""
+    df = join_tables(spark, read_source(spark, spec.data.source, spec.data.format), spec.data.join)
+    return with_month(df, spec.data.timestamp, spec.data.month_column)
+
+
+def prepare(spark, spec: ModelSpec, month: str | None = None) -> Prepared:
+    """Check the data for `month` and encode its window; raises DataError on bad input."""
+    from pyspark.sql import functions as F
+
+    df = load_frame(spark, spec)
+    dtypes = dict(df.dtypes)
+    features, categorical = resolve_columns(spec, dtypes)
+    if spec.segment and spec.segment not in dtypes:
+        raise DataError(f"segment column {spec.segment!r} is not in the data")
+
+    source_cols = [c for c in df.columns if c != MONTH_COL]
+    stats = {r[0]: (r[1], r[2]) for r in df.groupBy(MONTH_COL).agg(
+        F.count(F.lit(1)), F.sum(F.pmod(F.xxhash64(*source_cols), F.lit(2**31 - 1)))).collect()}
+    counts = {m: n for m, (n, _) in stats.items()}
+    window = select_window(counts, month, spec.window.train_months)
+    months = list(window.train) + ([window.holdout] if window.holdout else [])
+
+    df = df.where(F.col(MONTH_COL).isin(months)).withColumn(
+        LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
+        else F.col(spec.data.label).try_cast("double"))
+    df = df.persist()
+    try:
+        label = F.col(spec.data.label)
+        missing = (df.where(label.isNull() | F.isnan(label.try_cast("double")))
+                   .groupBy(MONTH_COL).count().orderBy(MONTH_COL).collect())
+        if missing:
+            total = sum(r["count"] for r in missing)
+            raise DataError(f"label {spec.data.label!r} is missing (null or NaN) in {total} rows "
+                            f"(months: {', '.join(r[MONTH_COL] for r in missing)})")
+        train_df = df.where(F.col(MONTH_COL).isin(list(window.train)))
+        _check_feature_values(train_df, features, categorical, spec, dtypes)
+        classes = _label_classes(train_df, spec)
+        pipeline_model = _pipeline(features, categorical, spec.impute).fit(train_df)
+        encoding = _encoding(pipeline_model, features, categorical)
+        train = to_matrix(pipeline_model, encoding, train_df, spec, classes)
+        holdout = (to_matrix(pipeline_model, encoding, df.where(F.col(MONTH_COL) == window.holdout),
+                             spec, classes) if window.holdout else None)
+        given = (_given(spark, spec, pipeline_model, encoding, classes)
+                 if spec.validation.method == "given" else None)
+    finally:
+        df.unpersist()
+    return Prepared(spec=spec, window=window, train=train, holdout=holdout, given=given,
+                    encoding=encoding, classes=classes,
+                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, stats, months),
+                    row_counts={m: counts[m] for m in months})
+
+
+def _given(spark, spec: ModelSpec, pipeline_model, encoding: Encoding, classes) -> Matrix:
+    from pyspark.sql import functions as F
+
+    df = read_source(spark, spec.validation.path)
+    missing = [c for c in [*encoding.feature_names, spec.data.label] if c not in df.columns]
+    if missing:
+        raise DataError(f"validation source {spec.validation.path} lacks column {missing[0]!r}")
+    df = df.withColumn(LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
+                       else F.col(spec.data.label).try_cast("double"))
+    if df.where(F.col(LABEL_COL).isNull()).limit(1).count():
+        raise DataError(f"validation source {spec.validation.path} has rows with a missing label")
+    matrix = to_matrix(pipeline_model, encoding, df, spec, classes)
+    if len(matrix.y) == 0:
+        raise DataError(f"validation source {spec.validation.path} has no rows")
+    return matrix

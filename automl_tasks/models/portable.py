@@ -1,0 +1,95 @@
+"""Score an exported model with plain xgboost / lightgbm: no automl_tasks, no Spark.
+
+This file is copied next to every exported model as `predict.py`. It imports only
+json, numpy and the model's own library, and applies the encoding recorded in
+metadata.json exactly as the training pipeline did:
+  numeric: float, null/NaN -> the recorded fill value (when imputation was on);
+  categorical: str(value) -> its index in the recorded categories; null or a
+  category unseen in training -> len(categories), the same bucket Spark uses.
+
+    python predict.py MODEL_DIR rows.json     # rows.json: a list of {column: value}
+    >>> import predict; predict.predict("MODEL_DIR", [{"income": 5.0, "region": "north"}])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def load_metadata(model_dir) -> dict:
+    return json.loads((Path(model_dir) / "metadata.json").read_text())
+
+
+def _number(value) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"numeric feature got non-numeric value {value!r}") from None
+
+
+def _category_key(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def encode(meta: dict, rows: list[dict]) -> np.ndarray:
+    """Rows of raw values -> the model's input matrix, column order as trained."""
+    X = np.empty((len(rows), len(meta["feature_names"])), dtype=np.float64)
+    for j, name in enumerate(meta["feature_names"]):
+        if name in meta["categorical"]:
+            categories = meta["categorical"][name]
+            index = {c: i for i, c in enumerate(categories)}
+            unseen = len(categories)
+            X[:, j] = [index.get(_category_key(r.get(name)), unseen) for r in rows]
+        else:
+            column = np.array([_number(r.get(name)) for r in rows], dtype=np.float64)
+            if name in meta["impute"]:
+                column[np.isnan(column)] = meta["impute"][name]
+            X[:, j] = column
+    return X
+
+
+def predict_matrix(model_dir, meta: dict, X: np.ndarray) -> np.ndarray:
+    """Probabilities (n, classes) for classifiers, values (n,) for regression."""
+    path = str(Path(model_dir) / meta["booster_file"])
+    if meta["algorithm"] == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.Booster(model_file=path)
+        types = ["c" if f in meta["categorical"] else "q" for f in meta["feature_names"]]
+        matrix = xgb.DMatrix(X, feature_names=meta["feature_names"], feature_types=types,
+                             enable_categorical=True)
+        out = booster.predict(matrix)
+    else:
+        import lightgbm as lgb
+
+        out = lgb.Booster(model_file=path).predict(X)
+    out = np.asarray(out, dtype=np.float64)
+    if meta["task"] == "binary":
+        return np.column_stack([1.0 - out, out])
+    return out
+
+
+def predict(model_dir, rows: list[dict]) -> np.ndarray:
+    meta = load_metadata(model_dir)
+    return predict_matrix(model_dir, meta, encode(meta, rows))
+
+
+def label_of(meta: dict, probabilities: np.ndarray) -> list:
+    """The class values (as in the training label) of the most probable class per row."""
+    return [meta["classes"][i] for i in np.argmax(probabilities, axis=1)]
+
+
+if __name__ == "__main__":
+    model_dir, rows_path = sys.argv[1], sys.argv[2]
+    result = predict(model_dir, json.loads(Path(rows_path).read_text()))
+    json.dump(result.tolist(), sys.stdout)
+    print()

@@ -1,0 +1,52 @@
+"""Spark session factory: local mode by default; SPARK_REMOTE or SPARK_MASTER pick a cluster."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def get_spark(app_name: str = "automl_tasks"):
+    """Return the active session or build one.
+
+    SPARK_REMOTE (e.g. sc://host:15002) uses Spark Connect; SPARK_MASTER (e.g.
+    spark://host:7077) a classic cluster; otherwise local[*] on this machine,
+    bound to loopback, with no UI listener.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:
+        return SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+    master = os.environ.get("SPARK_MASTER", "local[*]")
+    builder = (SparkSession.builder.master(master).appName(app_name)
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.python.worker.reuse", "true")
+               .config("spark.ui.showConsoleProgress", "false"))
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Workers must run this interpreter (the venv), not whatever python3 is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = (builder.config("spark.driver.host", "127.0.0.1")
+                   .config("spark.driver.bindAddress", "127.0.0.1")
+                   .config("spark.ui.enabled", os.environ.get("AUTOML_SPARK_UI", "false"))
+                   .config("spark.driver.memory", os.environ.get("AUTOML_DRIVER_MEMORY", "4g"))
+                   .config("spark.sql.shuffle.partitions", "8"))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("AUTOML_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def task_slots(spark) -> int:
+    """How many tasks run at once: the trial runner sizes its waves by this."""
+    override = os.environ.get("AUTOML_TASK_SLOTS")
+    if override:
+        return max(1, int(override))
+    try:
+        return max(1, spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext: ask the conf instead.
+        return max(1, int(spark.conf.get("spark.default.parallelism", "2")))

@@ -1,0 +1,242 @@
+"""The model spec: the YAML contract users write (documented in docs/spec.md).
+
+Loaded with pydantic so that every error names the field that is wrong.
+A spec can be read from a file or from a git ref (`git show REF:path`).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from automl_tasks.errors import SpecError
+
+Task = Literal["binary", "multiclass", "regression"]
+ALGORITHMS = ("xgboost", "lightgbm")
+MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos far more often than intent: reject them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class JoinSpec(_Strict):
+    source: str
+    on: str | list[str]
+    as_of: str | None = None
+
+
+class DataSpec(_Strict):
+    source: str
+    label: str
+    timestamp: str | None = None
+    month_column: str | None = None
+    id: str | None = None
+    join: list[JoinSpec] = []
+    format: Literal["parquet", "csv"] | None = None  # inferred from the path when omitted
+
+    @model_validator(mode="after")
+    def _one_time_column(self):
+        if self.timestamp and self.month_column:
+            raise ValueError("give either data.timestamp or data.month_column, not both")
+        return self
+
+
+class WindowSpec(_Strict):
+    train_months: int = Field(6, ge=1, le=120)
+    holdout_months: int = Field(1, ge=1, le=12)
+
+
+class ValidationSpec(_Strict):
+    method: Literal["cv", "split", "given", "time"] = "cv"
+    folds: int = Field(3, ge=2, le=10)
+    train_ratio: float = 0.7
+    path: str | None = None          # method: given
+    months: int = Field(1, ge=1)     # method: time — the last N window months validate
+
+    @field_validator("train_ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"train_ratio must be strictly between 0 and 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _given_needs_path(self):
+        if self.method == "given" and not self.path:
+            raise ValueError("validation.method 'given' needs validation.path (the validation source)")
+        return self
+
+
+class AlgorithmSpec(_Strict):
+    search: Literal["grid", "random", "adaptive"] = "grid"
+    space: dict[str, Any] = {}
+    trials: int | None = Field(None, ge=1, le=10_000)
+    time_budget_s: float | None = Field(None, gt=0)
+    seed: int = 0
+    fixed: dict[str, Any] = {}       # params passed to every trial, not searched
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.search in ("random", "adaptive") and self.trials is None and self.time_budget_s is None:
+            self.trials = 20
+        return self
+
+
+class PromotionSpec(_Strict):
+    mode: Literal["manual", "auto", "shadow"] = "manual"
+    min_improvement: float = 0.0
+    max_segment_drop: float = 0.01
+
+
+class ModelSpec(_Strict):
+    name: str
+    task: Task
+    data: DataSpec
+    features: list[str] | None = None
+    categorical: list[str] | None = None
+    segment: str | None = None
+    window: WindowSpec = WindowSpec()
+    metric: str | None = None
+    validation: ValidationSpec = ValidationSpec()
+    algorithms: dict[str, AlgorithmSpec]
+    promotion: PromotionSpec = PromotionSpec()
+    impute: Literal["median", "mean", "none"] = "median"
+    seed: int = 0
+
+    # Where the spec came from: set by the loaders, not by users.
+    origin: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"name may hold letters, digits, '_', '.', '-' only; got {value!r}")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError(f"list at least one algorithm ({', '.join(ALGORITHMS)})")
+        unknown = sorted(set(value) - set(ALGORITHMS))
+        if unknown:
+            raise ValueError(f"unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self):
+        from automl_tasks.evaluation.metrics import DEFAULT_METRIC, check_metric
+        from automl_tasks.tuning.space import check_space
+
+        if self.metric is None:
+            self.metric = DEFAULT_METRIC[self.task]
+        check_metric(self.metric, self.task)
+        for algorithm, algo_spec in self.algorithms.items():
+            check_space(algorithm, algo_spec.search, algo_spec.space, algo_spec.fixed)
+        if self.validation.method == "time" and self.validation.months >= self.window.train_months:
+            raise ValueError(
+                f"validation.months ({self.validation.months}) must be below "
+                f"window.train_months ({self.window.train_months}) so some months remain to train on")
+        reserved = {self.data.label, self.data.timestamp, self.data.month_column, self.data.id} - {None}
+        for field in ("features", "categorical"):
+            clash = sorted(set(getattr(self, field) or ()) & reserved)
+            if clash:
+                raise ValueError(f"{field} lists {clash[0]!r}, which is the label, time or id column")
+        if self.features is not None and self.categorical is not None:
+            extra = sorted(set(self.categorical) - set(self.features))
+            if extra:
+                raise ValueError(f"categorical lists {extra[0]!r}, which is not in features")
+        return self
+
+
+def _format_error(exc: ValidationError, where: str) -> SpecError:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return SpecError(f"invalid spec {where}: " + "; ".join(parts))
+
+
+def parse_spec(text: str, where: str = "<text>", origin: dict[str, str] | None = None) -> ModelSpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {where} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec {where} must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _format_error(exc, where) from None
+    except SpecError as exc:
+        raise SpecError(f"invalid spec {where}: {exc}") from None
+    spec.origin = origin or {}
+    return spec
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Load a spec file; relative data paths resolve against the spec's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    folder = path.resolve().parent
+    origin = {
+        "path": str(path.resolve()),
+        "branch": _git(["rev-parse", "--abbrev-ref", "HEAD"], folder) or "none",
+        "git_commit": _git(["rev-parse", "HEAD"], folder) or "none",
+    }
+    return _resolve_paths(parse_spec(text, str(path), origin), folder)
+
+
+def load_spec_at_ref(repo: str | Path, ref: str, path: str) -> ModelSpec:
+    """Load a spec as it is on a git ref, e.g. develop vs master, with the commit it came from."""
+    repo = Path(repo).resolve()
+    commit = _git(["rev-parse", "--verify", f"{ref}^{{commit}}"], repo)
+    if commit is None:
+        raise SpecError(f"git ref {ref!r} not found in {repo}")
+    text = _git(["show", f"{commit}:{path}"], repo)
+    if text is None:
+        raise SpecError(f"spec {path!r} does not exist at {ref} ({commit[:10]}) in {repo}")
+    origin = {"path": path, "branch": ref, "git_commit": commit}
+    return _resolve_paths(parse_spec(text, f"{ref}:{path}", origin), (repo / path).parent)
+
+
+def _resolve(source: str, folder: Path) -> str:
+    if source.startswith("table:") or "://" in source or Path(source).is_absolute():
+        return source
+    return str((folder / source).resolve())
+
+
+def _resolve_paths(spec: ModelSpec, folder: Path) -> ModelSpec:
+    spec.data.source = _resolve(spec.data.source, folder)
+    for join in spec.data.join:
+        join.source = _resolve(join.source, folder)
+    if spec.validation.path:
+        spec.validation.path = _resolve(spec.validation.path, folder)
+    return spec
+
+
+def check_month(month: str) -> str:
+    if not MONTH_RE.match(month or ""):
+        raise SpecError(f"month must look like YYYY-MM, got {month!r}")
+    return month

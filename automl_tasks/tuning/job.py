@@ -1,0 +1,202 @@
+"""`tune`: the whole tuning job for one spec and month, as the CLI and the DAGs call it.
+
+Order matters: every data check runs before the first MLflow call, so bad input
+never leaves a run behind; once the parent run exists, any failure ends it FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from automl_tasks import config
+from automl_tasks.data.prepare import Prepared, prepare
+from automl_tasks.errors import SpecError, TuningError
+from automl_tasks.evaluation.metrics import compute_metric, is_better
+from automl_tasks.models import adapters, export
+from automl_tasks.registry import tracking
+from automl_tasks.spark import get_spark, task_slots
+from automl_tasks.spec import ModelSpec, check_month
+from automl_tasks.tuning import space as spaces
+from automl_tasks.tuning.runner import FitContext, stage
+from automl_tasks.tuning.search import TrialResult, run_search
+from automl_tasks.tuning.validation import make_folds
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
+         spark=None, progress: Callable[[str], None] = _stderr, purpose: str = "tuning",
+         warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None) -> dict:
+    """Tune every (or the named) algorithm of `spec` on the window before `month`.
+
+    Returns the summary the CLI prints with --json: run_id, experiment, best,
+    leaderboard, trials, model_dir.
+    """
+    if month is not None:
+        check_month(month)
+    chosen = algorithms or list(spec.algorithms)
+    unknown = [a for a in chosen if a not in spec.algorithms]
+    if unknown:
+        raise SpecError(f"algorithm {unknown[0]!r} is not in the spec (it has: {', '.join(spec.algorithms)})")
+    spark = spark or get_spark()
+    progress(f"{spec.name}: reading {spec.data.source} for month {month or 'all'}")
+    prepared = prepare(spark, spec, month)
+    folds = make_folds(prepared.train, prepared.given, spec.validation, spec.task,
+                       prepared.window.train, seed=spec.seed, classes=prepared.classes)
+    data_path = stage(folds)
+    slots = task_slots(spark)
+    progress(f"{spec.name}: window {prepared.window.train[0]} to {prepared.window.train[-1]} "
+             f"({len(prepared.train.y)} rows, {len(prepared.encoding.feature_names)} features), "
+             f"holdout {prepared.window.holdout or 'none'}, validation {spec.validation.method} "
+             f"({folds.n_folds} fold(s)), {slots} task slots")
+
+    import mlflow
+
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, spec, purpose)
+    tags = tracking.run_tags(spec, "tuning", month, prepared.fingerprint, dag_run_id)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"tune-{month or 'all'}", tags=tags) as run:
+        try:
+            summary = _run(spark, spec, month, chosen, prepared, folds, data_path, slots, client,
+                           experiment, run.info.run_id, tags, progress, warm_start or {})
+            return {**summary, "experiment": f"{spec.name}/{purpose}"}
+        except BaseException as exc:
+            client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
+            raise
+
+
+def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots, client, experiment,
+         run_id, tags, progress, warm_start) -> dict:
+    import mlflow
+
+    mlflow.log_params({
+        "task": spec.task, "metric": spec.metric, "validation": spec.validation.method,
+        "folds": folds.n_folds, "train_months": ",".join(prepared.window.train),
+        "holdout_month": prepared.window.holdout or "none", "train_rows": len(prepared.train.y),
+        "features": len(prepared.encoding.feature_names), "algorithms": ",".join(chosen),
+    })
+    mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
+    mlflow.log_dict(prepared.row_counts, "row_counts.json")
+    for algorithm in chosen:
+        algo = spec.algorithms[algorithm]
+        dims = spaces.parse_space(algorithm, algo.space)
+        mlflow.log_dict({"search": algo.search, "space": spaces.describe(dims), "fixed": algo.fixed,
+                         "trials": algo.trials, "time_budget_s": algo.time_budget_s},
+                        f"search_space/{algorithm}.json")
+
+    threads = int(os.environ.get("AUTOML_THREADS_PER_TASK", "1"))
+    all_trials: list[TrialResult] = []
+    leaderboard = []
+    model_root = config.home() / "models" / spec.name / run_id
+    logger = tracking.TrialLogger(client, experiment, run_id, tags, spec.metric)
+    try:
+        for algorithm in chosen:
+            ctx = FitContext(data_path, algorithm, spec.task, spec.metric,
+                             tuple(prepared.encoding.categorical_idx), threads, spec.seed)
+            trials = run_search(spark, ctx, spec.algorithms[algorithm], folds.n_folds, slots,
+                                progress, logger.submit, warm_start.get(algorithm))
+            all_trials += trials
+            mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
+            leaderboard.append(_finish_algorithm(algorithm, trials, prepared, folds, model_root,
+                                                 run_id, progress))
+    finally:
+        logger.close()
+
+    _log_trials_table(all_trials, spec.metric)
+    failed = sum(t.status == "FAILED" for t in all_trials)
+    mlflow.log_metrics({"trials_total": len(all_trials), "trials_failed": failed})
+    ranked = [e for e in leaderboard if e["status"] == "ok"]
+    if not ranked:
+        first = next((t.error for t in all_trials if t.error), "no trial ran")
+        raise TuningError(f"all {len(all_trials)} trials failed; first error: {first.splitlines()[0]}")
+    best = ranked[0]
+    for entry in ranked[1:]:
+        if is_better(spec.metric, entry["cv_value"], best["cv_value"]):
+            best = entry
+    pipeline_dir = model_root / "preprocessing"
+    prepared.pipeline.write().overwrite().save(str(pipeline_dir))
+    mlflow.log_artifacts(str(pipeline_dir), "preprocessing")
+    mlflow.log_dict(leaderboard, "leaderboard.json")
+    mlflow.set_tags({"automl.best_algorithm": best["algorithm"], "automl.status": "ok"})
+    mlflow.log_metric(f"best_{spec.metric}", best["cv_value"])
+    progress(format_leaderboard(leaderboard, spec.metric))
+    return {
+        "run_id": run_id,
+        "month": month,
+        "window": list(prepared.window.train),
+        "best": {"algorithm": best["algorithm"], "params": best["params"], "metric": spec.metric,
+                 "value": best["cv_value"], "holdout_value": best["holdout_value"]},
+        "leaderboard": leaderboard,
+        "trials": {"total": len(all_trials), "failed": failed},
+        "model_dir": best["model_dir"],
+        "tracking_uri": config.tracking_uri(),
+    }
+
+
+def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: Path, run_id, progress):
+    """Refit the best config on the whole window, score the holdout, export and log the model."""
+    import mlflow
+
+    spec = prepared.spec
+    done = [t for t in trials if t.status == "FINISHED"]
+    entry = {"algorithm": algorithm, "trials": len(trials), "failed": len(trials) - len(done)}
+    if not done:
+        progress(f"{algorithm}: every trial failed")
+        return {**entry, "status": "failed", "cv_value": None, "holdout_value": None, "params": None,
+                "model_dir": None, "model_uri": None}
+    best = done[0]
+    for trial in done[1:]:
+        if is_better(spec.metric, trial.value, best.value):
+            best = trial
+    rows = folds.refit_rows
+    model = adapters.fit(algorithm, spec.task, best.params, folds.X[rows], folds.y[rows],
+                         prepared.encoding.categorical_idx, n_threads=os.cpu_count() or 1, seed=spec.seed)
+    holdout_value = None
+    if prepared.holdout is not None and len(prepared.holdout.y):
+        prediction = adapters.predict(model, spec.task, prepared.holdout.X)
+        holdout_value = compute_metric(spec.metric, spec.task, prepared.holdout.y, prediction)
+        mlflow.log_metric(f"holdout_{spec.metric}_{algorithm}", holdout_value)
+    mlflow.log_metric(f"cv_{spec.metric}_{algorithm}", best.value)
+    native_dir = export.export_native(model, algorithm, prepared, best.params, model_root / algorithm,
+                                      run_id=run_id)
+    mlflow.log_artifacts(str(native_dir), f"native/{algorithm}")
+    logged = export.log_flavor_model(model, algorithm, prepared, folds.X[rows][:5])
+    return {**entry, "status": "ok", "cv_value": best.value, "holdout_value": holdout_value,
+            "params": best.params, "best_trial": best.number, "model_dir": str(native_dir),
+            "model_uri": logged.model_uri}
+
+
+def _log_trials_table(trials: list[TrialResult], metric: str) -> None:
+    import mlflow
+    import pandas as pd
+
+    if not trials:
+        return
+    table = pd.DataFrame([{
+        "algorithm": t.algorithm, "trial": t.number, "status": t.status,
+        metric: None if t.status == "FAILED" else t.value, "seconds": round(t.seconds, 3),
+        "params": json.dumps(t.params, sort_keys=True), "error": (t.error or "").splitlines()[0] if t.error else "",
+    } for t in trials])
+    mlflow.log_table(table, artifact_file="trials.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trials.csv"
+        table.to_csv(path, index=False)
+        mlflow.log_artifact(str(path))
+
+
+def format_leaderboard(leaderboard: list[dict], metric: str) -> str:
+    lines = [f"{'algorithm':<10} {'cv ' + metric:>18} {'holdout':>10} {'trials':>7} {'failed':>7}"]
+    for e in leaderboard:
+        cv = "failed" if e["cv_value"] is None else f"{e['cv_value']:.5f}"
+        hold = "-" if e["holdout_value"] is None else f"{e['holdout_value']:.5f}"
+        lines.append(f"{e['algorithm']:<10} {cv:>18} {hold:>10} {e['trials']:>7} {e['failed']:>7}")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Search spaces: the spec's `space` mapping, turned into concrete trial configs.
+
+A space maps a parameter to one of:
+  [a, b, c]            a list of values (grid axis, or a choice for random/adaptive)
+  {int: [lo, hi]}      integers in [lo, hi]
+  {uniform: [lo, hi]}  floats in [lo, hi]
+  {log: [lo, hi]}      floats, log-uniform in [lo, hi] (lo > 0)
+  {choice: [a, b]}     one of the values
+  a scalar             fixed value
+Grid search takes lists (and scalars) only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from automl_tasks.errors import SpecError
+from automl_tasks.models.adapters import check_params
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    kind: str                  # int | uniform | log | choice
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+
+
+def parse_space(algorithm: str, space: dict[str, Any]) -> list[Dimension]:
+    dims = []
+    for name, value in space.items():
+        where = f"algorithms.{algorithm}.space.{name}"
+        if isinstance(value, list):
+            if not value:
+                raise SpecError(f"{where}: empty list of values")
+            dims.append(Dimension(name, "choice", choices=tuple(value)))
+        elif isinstance(value, dict):
+            if len(value) != 1:
+                raise SpecError(f"{where}: give exactly one of int, uniform, log, choice; got {sorted(value)}")
+            kind, arg = next(iter(value.items()))
+            if kind == "choice":
+                if not isinstance(arg, list) or not arg:
+                    raise SpecError(f"{where}: choice needs a non-empty list")
+                dims.append(Dimension(name, "choice", choices=tuple(arg)))
+                continue
+            if kind not in ("int", "uniform", "log"):
+                raise SpecError(f"{where}: unknown distribution {kind!r}; use int, uniform, log or choice")
+            if (not isinstance(arg, list) or len(arg) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)):
+                raise SpecError(f"{where}: {kind} needs [low, high] numbers, got {arg!r}")
+            low, high = arg
+            if not low < high:
+                raise SpecError(f"{where}: low must be below high, got [{low}, {high}]")
+            if kind == "log" and low <= 0:
+                raise SpecError(f"{where}: log range needs low > 0, got {low}")
+            if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+                raise SpecError(f"{where}: int range needs whole numbers, got [{low}, {high}]")
+            dims.append(Dimension(name, kind, float(low), float(high)))
+        else:
+            dims.append(Dimension(name, "choice", choices=(value,)))
+    return dims
+
+
+def check_space(algorithm: str, search: str, space: dict, fixed: dict) -> list[Dimension]:
+    """Validate a space for the spec loader: known params, well-formed ranges, grid-compatible."""
+    dims = parse_space(algorithm, space)
+    if search == "grid":
+        ranged = [d.name for d in dims if d.kind != "choice"]
+        if ranged:
+            raise SpecError(f"algorithms.{algorithm}.space.{ranged[0]}: grid search takes lists of "
+                            "values; use search: random or adaptive for ranges")
+    check_params(algorithm, [d.name for d in dims] + list(fixed), where=f"algorithms.{algorithm}")
+    # Values are checked by building one model per extreme of each axis would be costly;
+    # the adapters reject bad values per trial and the trial is recorded as failed.
+    return dims
+
+
+def grid(dims: list[Dimension]) -> list[dict]:
+    names = [d.name for d in dims]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(d.choices for d in dims))]
+
+
+def sample(dims: list[Dimension], rng: np.random.Generator) -> dict:
+    config = {}
+    for d in dims:
+        if d.kind == "choice":
+            config[d.name] = d.choices[int(rng.integers(len(d.choices)))]
+        elif d.kind == "int":
+            config[d.name] = int(rng.integers(int(d.low), int(d.high) + 1))
+        elif d.kind == "uniform":
+            config[d.name] = float(rng.uniform(d.low, d.high))
+        else:
+            config[d.name] = float(math.exp(rng.uniform(math.log(d.low), math.log(d.high))))
+    return config
+
+
+def random_configs(dims: list[Dimension], n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    configs, seen = [], set()
+    # Draw until n distinct configs (a small discrete space may hold fewer: stop there).
+    for _ in range(n * 20):
+        config = sample(dims, rng)
+        key = tuple(sorted((k, repr(v)) for k, v in config.items()))
+        if key not in seen:
+            seen.add(key)
+            configs.append(config)
+        if len(configs) == n:
+            break
+    return configs
+
+
+def describe(dims: list[Dimension]) -> dict:
+    """JSON-friendly form for the logged search_space artifact."""
+    return {d.name: ({"choice": list(d.choices)} if d.kind == "choice"
+                     else {d.kind: [d.low, d.high]}) for d in dims}

@@ -1,0 +1,46 @@
+"""Shared fixtures: one local Spark session, one real MLflow server on loopback, demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("SPARK_MASTER", "local[2]")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from automl_tasks.spark import get_spark
+
+    session = get_spark("automl_tasks-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(tmp_path_factory):
+    from tests.support.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
+
+
+@pytest.fixture
+def tracking(mlflow_url, tmp_path, monkeypatch):
+    """Point the library at the test server and a fresh AUTOML_HOME."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "home"))
+    return mlflow_url
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """Small demo data: 12 months x 400 rows, with the concept shift at 2017-09."""
+    from automl_tasks.data.demo import write_demo_data
+
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_data(out, n_months=12, rows_per_month=400, shift_month="2017-09", seed=1)
+    return out

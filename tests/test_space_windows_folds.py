@@ -1,0 +1,114 @@
+"""Pure parts of tuning: spaces, month windows, validation folds."""
+
+import numpy as np
+import pytest
+
+from automl_tasks.data.prepare import Matrix
+from automl_tasks.data.windows import select_window, shift_month
+from automl_tasks.errors import DataError
+from automl_tasks.spec import ValidationSpec
+from automl_tasks.tuning import space as spaces
+from automl_tasks.tuning.search import Adaptive
+from automl_tasks.tuning.validation import make_folds
+
+
+def test_grid_is_the_cartesian_product():
+    dims = spaces.parse_space("xgboost", {"max_depth": [3, 6], "learning_rate": [0.05, 0.2], "gamma": 0})
+    configs = spaces.grid(dims)
+    assert len(configs) == 4
+    assert {(c["max_depth"], c["learning_rate"]) for c in configs} == {(3, 0.05), (3, 0.2), (6, 0.05), (6, 0.2)}
+    assert all(c["gamma"] == 0 for c in configs)
+
+
+def test_random_is_seeded_and_in_range():
+    dims = spaces.parse_space("lightgbm", {"num_leaves": {"int": [15, 127]},
+                                           "learning_rate": {"log": [0.01, 0.3]},
+                                           "subsample": {"uniform": [0.5, 1.0]},
+                                           "boosting_type": {"choice": ["gbdt", "dart"]}})
+    a, b = spaces.random_configs(dims, 50, seed=3), spaces.random_configs(dims, 50, seed=3)
+    assert a == b and a != spaces.random_configs(dims, 50, seed=4)
+    assert all(15 <= c["num_leaves"] <= 127 and isinstance(c["num_leaves"], int) for c in a)
+    rates = np.array([c["learning_rate"] for c in a])
+    assert rates.min() >= 0.01 and rates.max() <= 0.3
+    # log-uniform: about half the draws fall below the geometric middle (~0.055)
+    assert 0.3 < np.mean(rates < np.sqrt(0.01 * 0.3)) < 0.7
+    assert {c["boosting_type"] for c in a} == {"gbdt", "dart"}
+
+
+def test_random_stops_at_the_size_of_a_small_discrete_space():
+    dims = spaces.parse_space("xgboost", {"max_depth": [3, 4]})
+    assert len(spaces.random_configs(dims, 10, seed=0)) == 2
+
+
+def test_adaptive_warm_start_is_proposed_first_and_limits_trials():
+    dims = spaces.parse_space("lightgbm", {"num_leaves": {"int": [4, 64]}, "learning_rate": {"log": [0.01, 0.3]}})
+    search = Adaptive(dims, greater_is_better=True, trials=5, seed=0,
+                      warm_start=[{"num_leaves": 31, "learning_rate": 0.1, "not_in_space": 1}])
+    first = search.ask(2)
+    assert first[0] == {"num_leaves": 31, "learning_rate": 0.1}
+    for config in first:
+        search.tell(config, 0.5)
+    rest = search.ask(10)
+    assert len(rest) == 3 and search.ask(1) == []
+
+
+def test_window_selection():
+    counts = {shift_month("2018-01", k): 100 for k in range(12)}
+    window = select_window(counts, "2018-10", 6)
+    assert window.train == ("2018-04", "2018-05", "2018-06", "2018-07", "2018-08", "2018-09")
+    assert window.holdout == "2018-10"
+    assert select_window(counts, None, 6).holdout is None
+
+
+@pytest.mark.parametrize("month, counts_change, expected", [
+    ("2019-05", {}, "month 2019-05 is outside the data, which covers 2018-01 to 2018-12"),
+    ("2018-03", {}, "asks for 6 training months (2017-09 to 2018-02) but the data starts at 2018-01"),
+    ("2018-10", {"2018-10": 0}, "month 2018-10 has no rows"),
+    ("2018-10", {"2018-06": 0}, "training month 2018-06 has 0 rows"),
+])
+def test_window_errors_name_the_month(month, counts_change, expected):
+    counts = {shift_month("2018-01", k): 100 for k in range(12)}
+    counts.update(counts_change)
+    with pytest.raises(DataError) as err:
+        select_window(counts, month, 6)
+    assert expected in str(err.value)
+
+
+def _matrix(n=300, classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    months = np.array([f"2018-0{1 + i % 3}" for i in range(n)], dtype=object)
+    return Matrix(rng.normal(size=(n, 3)), rng.integers(0, classes, n), months)
+
+
+def test_stratified_cv_folds_keep_class_shares():
+    train = _matrix(n=600)
+    folds = make_folds(train, None, ValidationSpec(method="cv", folds=3), "binary",
+                       ("2018-01", "2018-02", "2018-03"), classes=[0, 1])
+    assert folds.n_folds == 3 and set(np.unique(folds.fold_ids)) == {0, 1, 2}
+    share = train.y.mean()
+    for f in range(3):
+        _, valid = folds.split(f)
+        assert abs(train.y[valid].mean() - share) < 0.01
+    assert folds.refit_rows.all()
+
+
+def test_split_time_and_given():
+    train = _matrix(n=1000)
+    split = make_folds(train, None, ValidationSpec(method="split", train_ratio=0.8), "binary",
+                       ("2018-01", "2018-02", "2018-03"), classes=[0, 1])
+    assert abs((split.fold_ids == 0).mean() - 0.2) < 0.01
+    timed = make_folds(train, None, ValidationSpec(method="time", months=1), "binary",
+                       ("2018-01", "2018-02", "2018-03"), classes=[0, 1])
+    assert set(train.months[timed.fold_ids == 0]) == {"2018-03"}
+    given = make_folds(train, _matrix(n=50, seed=2), ValidationSpec(method="given", path="x"), "binary",
+                       ("2018-01",), classes=[0, 1])
+    assert len(given.y) == 1050 and (given.fold_ids == 0).sum() == 50 and given.refit_rows.sum() == 1000
+
+
+def test_too_few_rows_per_class_for_the_folds():
+    train = _matrix(n=100)
+    train.y[:] = 0
+    train.y[:2] = 1
+    with pytest.raises(DataError, match="class 1 has 2 rows in the window .* 3-fold cv needs at least 3"):
+        make_folds(train, None, ValidationSpec(method="cv", folds=3), "binary", ("2018-01", "2018-03"),
+                   classes=[0, 1])
