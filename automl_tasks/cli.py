@@ -7,6 +7,7 @@ With --json, stdout carries exactly one JSON object; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        result = args.run(args)
+        # Libraries print to stdout (MLflow's "View run" lines): keep stdout for our result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = args.run(args)
     except AutomlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

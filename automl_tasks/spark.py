@@ -35,7 +35,9 @@ def get_spark(app_name: str = "automl_tasks"):
                    .config("spark.driver.bindAddress", "127.0.0.1")
                    .config("spark.ui.enabled", os.environ.get("AUTOML_SPARK_UI", "false"))
                    .config("spark.driver.memory", os.environ.get("AUTOML_DRIVER_MEMORY", "4g"))
-                   .config("spark.sql.shuffle.partitions", "8"))
+                   .config("spark.sql.shuffle.partitions", "8")
+                   .config("spark.driver.extraJavaOptions",
+                           os.environ.get("AUTOML_DRIVER_JAVA_OPTIONS", "")))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("AUTOML_SPARK_LOG_LEVEL", "ERROR"))
     return spark

@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("SPARK_MASTER", "local[2]")
+# Tests run many small Spark jobs that end before the JIT's C2 tier pays off.
+os.environ.setdefault("AUTOML_DRIVER_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,11 @@ def read_source(spark, source: str, fmt: str | None = None):
         raise DataError(f"cannot read {fmt} source {source}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # corrupt files surface as JVM errors of many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {fmt} source {source}: {first[:300]}") from None
+        hint = ""
+        if "TIMESTAMP(NANOS" in first:
+            hint = ("; Spark reads timestamps in micro- or milliseconds: write them so (pandas: "
+                    "to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True))")
+        raise DataError(f"cannot read {fmt} source {source}: {first[:300]}{hint}") from None
     if not df.columns:
         raise DataError(f"data source {source} has no columns")
     return df

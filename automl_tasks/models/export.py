@@ -32,6 +32,7 @@ def build_metadata(model, algorithm: str, prepared: Prepared, params: dict, run_
         "feature_names": enc.feature_names,
         "categorical": enc.categorical,
         "unseen_category": "null or unseen values map to code len(categories)",
+        "impute_strategy": spec.impute,
         "impute": enc.impute,
         "booster_file": adapters.booster_file(algorithm),
         "trained_on_months": list(prepared.window.train),

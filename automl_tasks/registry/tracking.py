@@ -112,8 +112,9 @@ class TrialLogger:
         params = [Param("algorithm", trial.algorithm), Param("trial", str(trial.number))]
         params += [Param(k, _param_value(v)) for k, v in sorted(trial.params.items())]
         metrics = [Metric("duration_s", trial.seconds, now, 0)]
+        # A failed fold comes back as null (NaN crosses Arrow as null): nothing to log for it.
         metrics += [Metric(f"{self.metric}_fold{i}", v, now, 0)
-                    for i, v in enumerate(trial.fold_values) if v == v]
+                    for i, v in enumerate(trial.fold_values) if v is not None and v == v]
         if trial.status == "FINISHED":
             metrics.append(Metric(self.metric, trial.value, now, 0))
         self.client.log_batch(run.info.run_id, metrics=metrics, params=params,

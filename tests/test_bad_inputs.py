@@ -1,0 +1,144 @@
+"""Bad input: a specific message, and no MLflow run left behind (certainly none RUNNING)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from automl_tasks.data.demo import generate_loans
+from automl_tasks.errors import AutomlError, DataError, SpecError
+from automl_tasks.spec import load_spec
+from automl_tasks.tuning.job import tune
+from tests.support.specs import spec_dict
+
+
+@pytest.fixture(scope="module")
+def loans() -> pd.DataFrame:
+    return generate_loans(n_months=8, rows_per_month=150, start="2018-01", shift_month="2018-05", seed=3)
+
+
+def _write(tmp_path, frame: pd.DataFrame, fmt="parquet") -> str:
+    path = tmp_path / ("loans.csv" if fmt == "csv" else "loans.parquet")
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    return path.name
+
+
+def _spec(tmp_path, source: str, **override):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict(data={"source": source}, **override)))
+    return load_spec(path)
+
+
+def _runs(tracking_uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in experiments]) if experiments else []
+
+
+def _null_labels(df):
+    df = df.copy()
+    df["default"] = df["default"].astype("float")
+    rows = [df.index[df["month"] == "2018-04"][0], df.index[df["month"] == "2018-07"][0]]
+    df.loc[rows, "default"] = None
+    return df
+
+
+def _nan_labels(df):
+    df = df.copy()
+    df["default"] = df["default"].astype("float")
+    df.loc[df.index[df["month"] == "2018-05"][:1], "default"] = np.nan
+    return df
+
+
+def _one_class(df):
+    return df.assign(default=0)
+
+
+def _text_in_numeric(df):
+    df = df.copy()
+    df["income"] = df["income"].round(2).astype(str)
+    df.loc[df.index[df["month"] == "2018-04"][:3], "income"] = "n/a"
+    return df
+
+
+def _missing_month(df):
+    return df[df["month"] != "2018-06"]
+
+
+def _tiny(df):
+    # 2 positives in the window: too few for 3 stratified folds
+    window = df[df["month"].isin(["2018-03", "2018-04", "2018-05", "2018-06", "2018-07"])].copy()
+    window["default"] = 0
+    window.iloc[:2, window.columns.get_loc("default")] = 1
+    return window
+
+
+CASES = [
+    # (id, frame transform, spec override, month, error class, expected message part)
+    ("null label", _null_labels, {}, "2018-07", DataError, "label 'default' is missing (null or NaN) in 2 rows (months: 2018-04, 2018-07)"),
+    ("NaN label", _nan_labels, {}, "2018-07", DataError, "label 'default' is missing (null or NaN) in 1 rows"),
+    ("one class", _one_class, {}, "2018-07", DataError, "label 'default' has a single class ('0')"),
+    ("unknown feature", None, {"features": ["income", "salary"]}, "2018-07", DataError,
+     "feature 'salary' is not in the data"),
+    ("text in numeric", _text_in_numeric, {"categorical": ["region"]}, "2018-07", DataError,
+     "numeric column 'income' has 3 non-numeric values (e.g. 'n/a')"),
+    ("looks numeric", _text_in_numeric, {"features": ["income", "age"]}, "2018-07", DataError,
+     "column 'income' looks numeric but has 3 non-numeric values"),
+    ("empty month", _missing_month, {}, "2018-06", DataError, "month 2018-06 has no rows"),
+    ("missing training month", _missing_month, {}, "2018-07", DataError, "training month 2018-06 has 0 rows"),
+    ("too few rows for folds", _tiny, {}, "2018-07", DataError, "3-fold cv needs at least 3 per class"),
+    ("month outside data", None, {}, "2019-03", DataError,
+     "month 2019-03 is outside the data, which covers 2018-01 to 2018-08"),
+    ("window shorter than asked", None, {"window": {"train_months": 6}}, "2018-04", DataError,
+     "asks for 6 training months (2017-10 to 2018-03) but the data starts at 2018-01"),
+    ("bad month format", None, {}, "2018-13", SpecError, "month must look like YYYY-MM, got '2018-13'"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_data_is_a_specific_error_and_writes_nothing(case, loans, tmp_path, spark, tracking):
+    _, transform, override, month, error, expected = case
+    source = _write(tmp_path, transform(loans) if transform else loans)
+    spec = _spec(tmp_path, source, **override)
+    with pytest.raises(error) as err:
+        tune(spec, month, spark=spark, progress=lambda line: None)
+    assert expected in str(err.value)
+    assert _runs(tracking) == []
+
+
+def test_unreadable_sources(tmp_path, spark, tracking):
+    with pytest.raises(DataError, match="does not exist"):
+        tune(_spec(tmp_path, "nowhere.parquet"), "2018-07", spark=spark, progress=lambda line: None)
+    (tmp_path / "broken.parquet").write_bytes(b"this is not parquet at all")
+    with pytest.raises(DataError, match="cannot read parquet source .*broken.parquet"):
+        tune(_spec(tmp_path, "broken.parquet"), "2018-07", spark=spark, progress=lambda line: None)
+    assert _runs(tracking) == []
+
+
+def test_label_written_two_ways_is_one_class(loans, tmp_path, spark, tracking):
+    """Old exports wrote `1.0`, new ones `1`: the same class, not two."""
+    frame = loans.copy()
+    old = frame["month"] < "2018-05"
+    frame["default"] = np.where(old, frame["default"].map({0: "0.0", 1: "1.0"}), frame["default"].astype(str))
+    spec = _spec(tmp_path, _write(tmp_path, frame, fmt="csv"),
+                 algorithms={"xgboost": {"search": "grid", "space": {"n_estimators": [10]}}})
+    result = tune(spec, "2018-07", spark=spark, progress=lambda line: None)
+    assert result["trials"] == {"total": 1, "failed": 0}
+    import json
+    from pathlib import Path
+    meta = json.loads((Path(result["model_dir"]) / "metadata.json").read_text())
+    assert meta["classes"] == [0, 1]
+
+
+def test_unknown_algorithm_requested(tmp_path, spark, tracking, loans):
+    spec = _spec(tmp_path, _write(tmp_path, loans))
+    with pytest.raises(SpecError, match="algorithm 'catboost' is not in the spec"):
+        tune(spec, "2018-07", ["catboost"], spark=spark, progress=lambda line: None)
+    assert issubclass(SpecError, AutomlError)
