@@ -13,6 +13,7 @@ import os
 import sys
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _cmd_tune(args) -> dict:
@@ -22,6 +23,13 @@ def _cmd_tune(args) -> dict:
     spec = load_spec(args.spec)
     algorithms = args.algorithm.split(",") if args.algorithm else None
     return tune(spec, args.month, algorithms)
+
+
+def _cmd_monthly(args) -> dict:
+    from automl_tasks.pipelines.monthly import run_monthly
+    from automl_tasks.spec import load_spec
+
+    return run_monthly(load_spec(args.spec), args.month, promotion_mode=args.promotion)
 
 
 def _cmd_demo_data(args) -> dict:
@@ -41,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--algorithm", help="only these algorithms (comma-separated)")
     tune.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     tune.set_defaults(run=_cmd_tune)
+
+    monthly = sub.add_parser("monthly", help="the monthly job: drift, champion score, retrain, compare, decide")
+    monthly.add_argument("--spec", required=True, help="model spec YAML")
+    monthly.add_argument("--month", required=True, help="the month to monitor and hold out, YYYY-MM")
+    monthly.add_argument("--promotion", choices=["auto", "manual", "shadow"],
+                         help="override the spec's promotion.mode")
+    monthly.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    monthly.set_defaults(run=_cmd_monthly)
 
     demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
     demo.add_argument("--out", required=True)
@@ -66,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command != "tune":  # tune already printed its leaderboard
+    elif args.command != "tune":  # tune printed its leaderboard already
         print(json.dumps(result, indent=2, default=str))
     else:
         print(f"run {result['run_id']} in experiment {result['experiment']}; "

@@ -47,7 +47,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('automl_ta
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_native_model_reproduces_project_predictions(task, demo_dir, spark, tracking, tmp_path):
-    spec = load_spec(write_spec(demo_dir, task, name=f"portable_{task}.yaml", algorithms=ONE_TRIAL))
+    spec = load_spec(write_spec(demo_dir, task, filename=f"portable_{task}.yaml", algorithms=ONE_TRIAL))
     summary = tune(spec, "2017-11", spark=spark, progress=lambda line: None)
     rows = _rows()
     raw = rows.drop(columns=["timestamp"]).astype(object).where(rows.notna(), None)

@@ -38,7 +38,7 @@ def _children(client, parent_run_id):
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_cli_tune_json_for_each_task(task, demo_dir, tmp_path, tracking):
     """`automl-tasks tune --json` on data with timestamps and string categoricals, per task."""
-    spec_path = write_spec(demo_dir, task, name=f"cli_{task}.yaml")
+    spec_path = write_spec(demo_dir, task, filename=f"cli_{task}.yaml")
     result = _cli(["tune", "--spec", str(spec_path), "--month", "2017-11", "--json"], _env(tracking, tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -71,7 +71,7 @@ def test_cli_tune_json_for_each_task(task, demo_dir, tmp_path, tracking):
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(demo_dir, tmp_path, tracking):
-    spec_path = write_spec(demo_dir, "binary", name="cli_bad.yaml", metric="rmse")
+    spec_path = write_spec(demo_dir, "binary", filename="cli_bad.yaml", metric="rmse")
     result = _cli(["tune", "--spec", str(spec_path), "--json"], _env(tracking, tmp_path))
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -79,7 +79,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(demo_dir, tmp_path, tracking):
 
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(demo_dir, spark, tracking, tmp_path):
-    spec = load_spec(write_spec(demo_dir, "binary", name="failing.yaml", algorithms={
+    spec = load_spec(write_spec(demo_dir, "binary", filename="failing.yaml", algorithms={
         "xgboost": {"search": "grid", "space": {"learning_rate": [0.1, -1.0], "n_estimators": [10]}}}))
     lines = []
     summary = tune(spec, "2017-11", spark=spark, progress=lines.append)
@@ -93,7 +93,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(demo_dir, spark, trac
 
 
 def test_all_trials_failing_is_one_clear_error(demo_dir, spark, tracking):
-    spec = load_spec(write_spec(demo_dir, "binary", name="all_fail.yaml", algorithms={
+    spec = load_spec(write_spec(demo_dir, "binary", filename="all_fail.yaml", algorithms={
         "lightgbm": {"search": "grid", "space": {"num_leaves": [1], "n_estimators": [10]}}}))
     with pytest.raises(TuningError, match=r"all 1 trials failed; first error: .*num_leaves"):
         tune(spec, "2017-11", spark=spark, progress=lambda line: None)

@@ -46,8 +46,8 @@ def spec_dict(task: str = "binary", **override) -> dict:
     return merge(merge(BASE, {"task": task, **TASKS[task]}), override)
 
 
-def write_spec(folder: Path, task: str = "binary", name: str = "spec.yaml", **override) -> Path:
+def write_spec(folder: Path, task: str = "binary", filename: str = "spec.yaml", **override) -> Path:
     """Write a spec into `folder` (data paths are relative to it, like a user's spec)."""
-    path = Path(folder) / name
+    path = Path(folder) / filename
     path.write_text(yaml.safe_dump(spec_dict(task, **override), sort_keys=False))
     return path
