@@ -59,7 +59,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from automl_tasks.errors import DataError
-from automl_tasks.evaluation.metrics import LOG_LOSS_EPS, METRICS, check_metric, compute_metric
+from automl_tasks.evaluation.metrics import (LOG_LOSS_EPS, METRICS, check_metric, compute_metric,
+                                             weighted_by_label)
 
 MIN_RESAMPLES = 1000
 MAX_CHUNK_INDICES = 1 << 20
@@ -390,23 +391,9 @@ def _confusion_scorer(metric: str, y: np.ndarray, proba: np.ndarray) -> Scorer:
 
 
 def _weighted_by_label(metric: str, cells: np.ndarray, total: float) -> np.ndarray:
-    # Batch form of metrics._confusion_metric: per-class value weighted by label
-    # frequency over the classes present as labels; never-predicted precision is 0.
-    label_count = cells.sum(axis=2)
-    predicted_count = cells.sum(axis=1)
-    tp = np.diagonal(cells, axis1=1, axis2=2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted_count > 0, tp / predicted_count, 0.0)
-        recall = tp / label_count
-        if metric == "weightedPrecision":
-            per_class = precision
-        elif metric == "weightedRecall":
-            per_class = recall
-        else:  # f1
-            s = precision + recall
-            per_class = np.where(s == 0, 0.0, 2.0 * precision * recall / s)
-    present = label_count > 0
-    return np.where(present, per_class * label_count / total, 0.0).sum(axis=1)
+    # Batch form of metrics._confusion_metric: one shared formula, resamples on axis 0.
+    return weighted_by_label(metric, np.diagonal(cells, axis1=1, axis2=2), cells.sum(axis=2),
+                             cells.sum(axis=1), total)
 
 
 _BATCH: dict[str, Callable[[str, np.ndarray, np.ndarray], Scorer]] = {

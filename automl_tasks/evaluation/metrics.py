@@ -233,9 +233,16 @@ def _confusion_metric(name: str, y: np.ndarray, proba: np.ndarray) -> float:
     total = float(y.size)
     if name == "accuracy":
         return float(tp.sum() / total)
-    # Spark averages only over classes that occur as labels, each weighted by its frequency;
-    # a class that is never predicted has precision 0 (not NaN), as in Spark.
-    present = label_count > 0
+    return float(weighted_by_label(name, tp, label_count, predicted_count, total))
+
+
+def weighted_by_label(name: str, tp, label_count, predicted_count, total: float):
+    """Spark's weightedPrecision / weightedRecall / f1 from per-class counts (last axis = class).
+
+    Spark averages only over classes that occur as labels, each weighted by its frequency;
+    a class that is never predicted has precision 0 (not NaN). Leading axes are batches
+    (the bootstrap scores many resamples at once).
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted_count > 0, tp / predicted_count, 0.0)
         recall = tp / label_count
@@ -249,7 +256,7 @@ def _confusion_metric(name: str, y: np.ndarray, proba: np.ndarray) -> float:
         else:  # pragma: no cover - check_metric guards the names
             raise SpecError(f"metric {name!r} is not a confusion-matrix metric")
     # Same operation order as Spark: metric * count / total, then summed.
-    return float(np.sum(per_class[present] * label_count[present] / total))
+    return np.where(label_count > 0, per_class * label_count / total, 0.0).sum(axis=-1)
 
 
 def _log_loss(y: np.ndarray, proba: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
