@@ -32,6 +32,18 @@ def _cmd_monthly(args) -> dict:
     return run_monthly(load_spec(args.spec), args.month, promotion_mode=args.promotion)
 
 
+def _cmd_decisions(args) -> dict:
+    from automl_tasks.registry import promotion
+
+    history = [d.to_dict() for d in promotion.decision_history(args.model)]
+    if not args.json:
+        for d in history:
+            print(f"{d['month']}  v{d['version']:<4} {d['status']:<10} by {d['decided_by'] or '-':<16} "
+                  f"{'; '.join(d['reasons'])[:150]}")
+        print(f"champion: v{promotion.current_champion(args.model)}")
+    return {"model": args.model, "champion": promotion.current_champion(args.model), "decisions": history}
+
+
 def _cmd_demo_data(args) -> dict:
     from automl_tasks.data.demo import write_demo_data
 
@@ -58,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     monthly.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     monthly.set_defaults(run=_cmd_monthly)
 
+    decisions = sub.add_parser("decisions", help="promotion decisions and the current champion of a model")
+    decisions.add_argument("--model", required=True, help="registered model name (the spec's name)")
+    decisions.add_argument("--json", action="store_true")
+    decisions.set_defaults(run=_cmd_decisions)
+
     demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
     demo.add_argument("--out", required=True)
     demo.add_argument("--months", type=int, default=24)
@@ -82,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command != "tune":  # tune printed its leaderboard already
+    elif args.command not in ("tune", "decisions"):  # these printed their own summary
         print(json.dumps(result, indent=2, default=str))
     else:
         print(f"run {result['run_id']} in experiment {result['experiment']}; "

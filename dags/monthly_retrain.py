@@ -1,0 +1,106 @@
+"""monthly_retrain: every month, for each model spec, monitor the champion, retrain, compare, decide.
+
+Thin wiring only: every step is a call into automl_tasks (the same calls as
+`automl-tasks monthly`); tasks pass spec paths, months and MLflow run ids, never data.
+The month is the logical one (the run's data interval), so a backfill (catchup)
+builds the history month by month, and a re-run month reuses its MLflow runs.
+
+In `manual` promotion mode a person approves or rejects the challenger in the
+Airflow UI (human-in-the-loop task); `auto` and `shadow` are settled by the policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pendulum
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import Param, dag, task, task_group
+
+SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
+APPROVE, REJECT = "Approve", "Reject"
+EVALUATE = "per_spec.evaluate"
+
+
+class ChallengerApproval(HITLOperator):
+    """Asks a person only when the month's decision waits for one (manual mode, pending).
+
+    Deciding here rather than with a short-circuit upstream: skipping inside a mapped
+    task group does not reach the mapped instances under dag.test().
+    """
+
+    def execute(self, context):
+        ti = context["ti"]
+        result = ti.xcom_pull(task_ids=EVALUATE, map_indexes=ti.map_index)
+        if result["mode"] != "manual" or result["decision"]["status"] != "pending":
+            self.log.info("decision %s by policy: nobody to ask", result["decision"]["status"])
+            return None
+        return super().execute(context)
+
+
+@dag(
+    dag_id="monthly_retrain",
+    schedule="@monthly",
+    start_date=pendulum.datetime(2018, 7, 1, tz="UTC"),
+    catchup=True,
+    max_active_runs=1,            # months in order: each month's champion is the previous decision's
+    tags=["automl", "monthly"],
+    params={
+        "spec": Param(None, type=["null", "string"],
+                      description="One spec file (under the specs folder); empty: every spec"),
+        "month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+                       description="YYYY-MM; empty: the run's logical month"),
+        "promotion": Param(None, type=["null", "string"], enum=[None, "auto", "manual", "shadow"],
+                           description="Override the spec's promotion.mode"),
+    },
+)
+def monthly_retrain():
+    @task
+    def list_specs(params=None) -> list[str]:
+        from automl_tasks.paths import specs_in
+
+        return specs_in(SPECS_DIR, params.get("spec"))
+
+    @task_group
+    def per_spec(spec_path: str):
+        @task
+        def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None) -> dict:
+            from automl_tasks.pipelines.monthly import run_monthly
+            from automl_tasks.spec import load_spec
+
+            month = params.get("month") or data_interval_start.strftime("%Y-%m")
+            spec = load_spec(spec_path)
+            summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
+            return {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
+
+        result = evaluate(spec_path)
+        pull = f"ti.xcom_pull(task_ids='{EVALUATE}', map_indexes=ti.map_index)"
+        approval = ChallengerApproval(
+            task_id="approve_challenger",
+            subject=f"Promote {{{{ {pull}['name'] }}}} v{{{{ {pull}['decision']['version'] }}}} to champion?",
+            body=(f"{{{{ {pull}['decision']['reasons'] | join('\n\n') }}}}\n\n"
+                  f"Evidence: MLflow run {{{{ {pull}['decision']['evidence_run_id'] }}}}"),
+            options=[APPROVE, REJECT],
+        )
+
+        @task
+        def apply_decision(result: dict, answer: dict | None) -> dict:
+            from automl_tasks.registry import promotion
+
+            if answer is None:  # settled by the policy in evaluate
+                return {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
+            who = answer.get("responded_by_user") or {}
+            person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
+            decision = promotion.decide(result["name"], result["decision"]["version"],
+                                        approve=answer["chosen_options"] == [APPROVE],
+                                        decided_by=f"user:{person or 'unknown'}")
+            return {"status": decision.status, "champion_after": decision.champion_after}
+
+        result >> approval
+        apply_decision(result, approval.output)
+
+    per_spec.expand(spec_path=list_specs())
+
+
+monthly_retrain()
