@@ -9,7 +9,10 @@ export AIRFLOW_HOME ?= $(AUTOML_HOME)/airflow
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_DATA := $(CURDIR)/demo_data
-DEMO_MONTH ?= 2018-10
+DEMO_MONTHS ?= 2018-09 2018-10
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AUTOML_SPECS_DIR ?= $(CURDIR)/specs
 
 .PHONY: demo test install check-java lock clean
 
@@ -30,13 +33,25 @@ check-java:
 	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then \
 	  echo "error: Spark needs Java 17+ (found: $${v:-none}); e.g. apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
 
+# The monthly DAG, in-process (dag.test), on two consecutive demo months: the first
+# makes the first champion, the second compares a retrained challenger with it.
 demo: install
 	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA)
-	$(BIN)/automl-tasks tune --spec specs/loan_default.yaml --month $(DEMO_MONTH)
+	$(BIN)/airflow db migrate >/dev/null
+	for month in $(DEMO_MONTHS); do \
+	  $(BIN)/python scripts/run_dag.py monthly_retrain $$month-15T00:00:00+00:00 \
+	    "{\"month\": \"$$month\", \"promotion\": \"auto\"}" > $(AUTOML_HOME)/demo-$$month.log 2>&1 \
+	    || { tail -50 $(AUTOML_HOME)/demo-$$month.log; exit 1; }; \
+	  grep '^RESULT' $(AUTOML_HOME)/demo-$$month.log; \
+	done
 	@echo
-	@echo "Results are in the MLflow store under $(AUTOML_HOME). Open the UI with:"
+	$(BIN)/automl-tasks decisions --model loan_default
+	@echo
+	@echo "Results are in the MLflow store under $(AUTOML_HOME) (experiments loan_default/monthly)."
+	@echo "Open the UI with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AUTOML_HOME)/mlflow.db --host 127.0.0.1 --port 5000"
 	@echo "Native models (booster + metadata.json + predict.py): $(AUTOML_HOME)/models/loan_default/"
+	@echo "Airflow task logs of the demo runs: $(AUTOML_HOME)/demo-<month>.log"
 
 test: install
 	$(BIN)/pytest -q
