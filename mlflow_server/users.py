@@ -21,7 +21,7 @@ import os
 import sys
 
 # Experiments per model, as in DESIGN.md "MLflow conventions": `<model>/<purpose>`.
-PURPOSES = ("monthly", "poc", "ablation")
+PURPOSES = ("monthly", "tuning", "poc", "ablation")  # the experiments automl_tasks writes
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE")
 
 
@@ -127,7 +127,7 @@ def cmd_setup_team(args) -> None:
     ids = {name: experiment_id(tracking, name, create=True) for name in experiments}
     for username, password, permission in team:
         print(f"user {username}: {ensure_user(auth, username, password)}")
-        for name, exp_id in ids.items():
+        for exp_id in ids.values():
             grant(auth, username, "experiment", exp_id, permission)
         for name in models:
             grant(auth, username, "registered_model", name, permission)
@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
                        help="an `airflow` service account with EDIT and a `viewer` with READ")
     p.add_argument("--model", action="append", default=[], metavar="NAME",
                    help="model spec name(s), comma-separated or repeated: experiments "
-                        "NAME/{monthly,poc,ablation} and registered model NAME")
+                        "NAME/{monthly,tuning,poc,ablation} and registered model NAME")
     p.add_argument("--experiment", action="append", default=[], metavar="NAME",
                    help="one more experiment, created when missing (repeatable)")
     p.add_argument("--registered-model", action="append", default=[], metavar="NAME")
