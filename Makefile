@@ -37,15 +37,16 @@ check-java:
 # makes the first champion, the second compares a retrained challenger with it.
 demo: install
 	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA)
-	$(BIN)/airflow db migrate >/dev/null
-	for month in $(DEMO_MONTHS); do \
+	@$(BIN)/airflow db migrate >/dev/null
+	@for month in $(DEMO_MONTHS); do \
+	  echo "monthly_retrain for $$month (dag.test, promotion auto): log in $(AUTOML_HOME)/demo-$$month.log"; \
 	  $(BIN)/python scripts/run_dag.py monthly_retrain $$month-15T00:00:00+00:00 \
 	    "{\"month\": \"$$month\", \"promotion\": \"auto\"}" > $(AUTOML_HOME)/demo-$$month.log 2>&1 \
 	    || { tail -50 $(AUTOML_HOME)/demo-$$month.log; exit 1; }; \
 	  grep '^RESULT' $(AUTOML_HOME)/demo-$$month.log; \
 	done
 	@echo
-	$(BIN)/automl-tasks decisions --model loan_default
+	@$(BIN)/automl-tasks decisions --model loan_default
 	@echo
 	@echo "Results are in the MLflow store under $(AUTOML_HOME) (experiments loan_default/monthly)."
 	@echo "Open the UI with:"

@@ -32,16 +32,35 @@ def _cmd_monthly(args) -> dict:
     return run_monthly(load_spec(args.spec), args.month, promotion_mode=args.promotion)
 
 
+def _cmd_compare_branches(args) -> dict:
+    from automl_tasks.pipelines.branches import compare_branches
+
+    return compare_branches(args.repo, args.spec, args.month, refs=tuple(args.refs.split(",")))
+
+
 def _cmd_decisions(args) -> dict:
     from automl_tasks.registry import promotion
 
     history = [d.to_dict() for d in promotion.decision_history(args.model)]
-    if not args.json:
-        for d in history:
-            print(f"{d['month']}  v{d['version']:<4} {d['status']:<10} by {d['decided_by'] or '-':<16} "
-                  f"{'; '.join(d['reasons'])[:150]}")
-        print(f"champion: v{promotion.current_champion(args.model)}")
     return {"model": args.model, "champion": promotion.current_champion(args.model), "decisions": history}
+
+
+def _show_decisions(result: dict) -> None:
+    for d in result["decisions"]:
+        print(f"{d['month']}  v{d['version']:<4} {d['status']:<10} by {d['decided_by'] or '-':<16} "
+              f"{'; '.join(d['reasons'])[:150]}")
+    print(f"champion: v{result['champion']}")
+
+
+def _show_tune(result: dict) -> None:
+    # The leaderboard went to stderr with the progress lines; this is the one-line outcome.
+    best = result["best"]
+    print(f"run {result['run_id']} in experiment {result['experiment']}; best {best['algorithm']} "
+          f"{best['metric']}={best['value']:.5f}; native model in {result['model_dir']}")
+
+
+def _show_json(result: dict) -> None:
+    print(json.dumps(result, indent=2, default=str))
 
 
 def _cmd_demo_data(args) -> dict:
@@ -60,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--month", help="holdout month YYYY-MM; trains on the months before it")
     tune.add_argument("--algorithm", help="only these algorithms (comma-separated)")
     tune.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
-    tune.set_defaults(run=_cmd_tune)
+    tune.set_defaults(run=_cmd_tune, show=_show_tune)
 
     monthly = sub.add_parser("monthly", help="the monthly job: drift, champion score, retrain, compare, decide")
     monthly.add_argument("--spec", required=True, help="model spec YAML")
@@ -70,10 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     monthly.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     monthly.set_defaults(run=_cmd_monthly)
 
+    branches = sub.add_parser("compare-branches",
+                              help="train the spec as on two git refs and compare them on the same month")
+    branches.add_argument("--repo", default=".", help="git repository holding the spec")
+    branches.add_argument("--spec", required=True, help="spec path inside the repository")
+    branches.add_argument("--month", required=True, help="the holdout month, YYYY-MM")
+    branches.add_argument("--refs", default="develop,master", help="candidate,baseline refs")
+    branches.add_argument("--json", action="store_true")
+    branches.set_defaults(run=_cmd_compare_branches)
+
     decisions = sub.add_parser("decisions", help="promotion decisions and the current champion of a model")
     decisions.add_argument("--model", required=True, help="registered model name (the spec's name)")
     decisions.add_argument("--json", action="store_true")
-    decisions.set_defaults(run=_cmd_decisions)
+    decisions.set_defaults(run=_cmd_decisions, show=_show_decisions)
 
     demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
     demo.add_argument("--out", required=True)
@@ -99,12 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command not in ("tune", "decisions"):  # these printed their own summary
-        print(json.dumps(result, indent=2, default=str))
     else:
-        print(f"run {result['run_id']} in experiment {result['experiment']}; "
-              f"best {result['best']['algorithm']} {result['best']['metric']}={result['best']['value']:.5f}; "
-              f"native model in {result['model_dir']}")
+        getattr(args, "show", _show_json)(result)
     return 0
 
 

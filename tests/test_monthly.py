@@ -35,6 +35,10 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert {"comparison.json", "comparison_forest.png", "decisions"} <= artifacts
     monitor = client.get_run(second["runs"]["monitor"])
     assert "drift_share" in monitor.data.metrics and "champion_areaUnderROC" in monitor.data.metrics
+    assert any(k.startswith("champion_areaUnderROC.") for k in monitor.data.metrics)   # per segment
+    history = client.get_metric_history(monitor.info.run_id, "champion_areaUnderROC")
+    assert [m.step for m in history] == [2017 * 12 + 10]                                  # month as step
+    assert {"champion_trend.png", "drift"} <= {a.path for a in client.list_artifacts(monitor.info.run_id)}
 
     # Re-running the month reuses the tuning run and the registered version; no alias moves.
     again = run_monthly(spec, "2017-11", promotion_mode="manual", **quiet)

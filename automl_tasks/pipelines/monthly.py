@@ -111,8 +111,47 @@ def _aligned(prediction: np.ndarray, meta: dict, classes: list | None) -> np.nda
     index = {str(c): i for i, c in enumerate(meta["classes"])}
     missing = [c for c in classes if str(c) not in index]
     if missing:
-        raise DataError(f"the champion never saw class {missing[0]!r}; compare on a common label set")
+        raise DataError(f"the baseline model never saw class {missing[0]!r}; compare on a common label set")
     return prediction[:, [index[str(c)] for c in classes]]
+
+
+MIN_SEGMENT_ROWS = 30
+
+
+def champion_scores(spec: ModelSpec, y, prediction, segments) -> dict[str, float]:
+    """The champion's metric on the month, overall and per segment (segments of 30+ rows)."""
+    from automl_tasks.evaluation.metrics import compute_metric
+
+    scores = {"overall": compute_metric(spec.metric, spec.task, y, prediction)}
+    if segments is not None:
+        for value in sorted(set(segments) - {None}):
+            rows = segments == value
+            if rows.sum() >= MIN_SEGMENT_ROWS:
+                scores[str(value)] = compute_metric(spec.metric, spec.task, y[rows], prediction[rows])
+    return scores
+
+
+def _series_key(metric: str, series: str) -> str:
+    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in series)
+    return f"champion_{metric}" if series == "overall" else f"champion_{metric}.{name}"
+
+
+def champion_trend(client, experiment: str, spec: ModelSpec, month: str, scores: dict[str, float]):
+    """The champion's metric across every month monitored so far (this one included)."""
+    from automl_tasks.evaluation import plots
+
+    history: dict[str, dict[str, float]] = {}
+    for run in client.search_runs([experiment], filter_string="tags.`automl.kind` = 'evaluation'",
+                                  max_results=5000):
+        seen = run.data.tags.get("automl.month")
+        for series in scores:
+            value = run.data.metrics.get(_series_key(spec.metric, series))
+            if seen and seen != month and value is not None:
+                history.setdefault(seen, {})[series] = value
+    history[month] = scores
+    months = sorted(history)
+    return plots.metric_trend(months, {series: [history[m].get(series, float("nan")) for m in months]
+                                       for series in scores}, spec.metric)
 
 
 def _find_finished(client, experiment: str, kind: str, month: str, fingerprint: str, commit: str):
@@ -133,6 +172,29 @@ def _candidate_summary(client, run) -> dict:
     best = run.data.tags["automl.best_algorithm"]
     return {"run_id": run.info.run_id, "leaderboard": board,
             "best": next(e for e in board if e["algorithm"] == best), "reused": True}
+
+
+def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepared, month: str, *,
+                     spark, progress, warm_start=None, dag_run_id=None) -> dict:
+    """The month's tuning for this spec's commit and data: a FINISHED run if there is one, else new."""
+    commit = spec.origin.get("git_commit", "none")
+    run = _find_finished(client, experiment, "tuning", month, prepared.fingerprint, commit)
+    if run is not None:
+        progress(f"{spec.name} {month}: {spec.origin.get('branch', 'none')} ({commit[:10]}): "
+                 f"reusing tuning run {run.info.run_id}")
+        return _candidate_summary(client, run)
+    summary = tune(spec, month, spark=spark, progress=progress, purpose=PURPOSE, warm_start=warm_start,
+                   dag_run_id=dag_run_id)
+    best = next(e for e in summary["leaderboard"] if e["algorithm"] == summary["best"]["algorithm"])
+    return {"run_id": summary["run_id"], "leaderboard": summary["leaderboard"], "best": best,
+            "reused": False}
+
+
+def compare_models(spec: ModelSpec, y, candidate, baseline, segments) -> list[Comparison]:
+    """Paired bootstrap of candidate vs baseline: overall first, then per segment if the spec has one."""
+    if segments is None:
+        return [paired_bootstrap(spec.metric, spec.task, y, candidate, baseline, seed=spec.seed)]
+    return compare_by_segment(spec.metric, spec.task, y, candidate, baseline, segments, seed=spec.seed)
 
 
 def _policy(comparisons: list[Comparison], spec: ModelSpec, has_champion: bool) -> tuple[bool, list[str]]:
@@ -175,7 +237,6 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     if champion is not None:
         check_schema(champion[1], prepared, month)
     experiment = tracking.experiment_id(client, spec, PURPOSE)
-    commit = spec.origin.get("git_commit", "none")
     tags = tracking.run_tags(spec, "evaluation", month, prepared.fingerprint, dag_run_id)
     runs: dict[str, str] = {}
 
@@ -200,24 +261,18 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
         champion_metric = None
         if champion is not None:
             champion_pred = _aligned(champion[1].predict(holdout_df), champion[1].meta, prepared.classes)
-            from automl_tasks.evaluation.metrics import compute_metric
-
-            champion_metric = compute_metric(spec.metric, spec.task, y, champion_pred)
-            mlflow.log_metric(f"champion_{spec.metric}", champion_metric, step=_month_step(month))
+            scores = champion_scores(spec, y, champion_pred, segments)
+            champion_metric = scores["overall"]
+            mlflow.log_metrics({_series_key(spec.metric, k): v for k, v in scores.items()},
+                               step=_month_step(month))
+            mlflow.set_tag("automl.champion_version", champion[0])
+            mlflow.log_figure(champion_trend(client, experiment, spec, month, scores), "champion_trend.png")
             progress(f"{spec.name} {month}: champion v{champion[0]} {spec.metric}={champion_metric:.4f}")
 
     # 2. Candidates, warm-started from the champion's params; reused when already tuned.
-    existing = _find_finished(client, experiment, "tuning", month, prepared.fingerprint, commit)
-    if existing is not None:
-        candidates = _candidate_summary(client, existing)
-        progress(f"{spec.name} {month}: reusing tuning run {existing.info.run_id}")
-    else:
-        warm = ({champion[1].meta["algorithm"]: [champion[1].params]} if champion is not None else None)
-        summary = tune(spec, month, spark=spark, progress=progress, purpose=PURPOSE,
-                       warm_start=warm, dag_run_id=dag_run_id)
-        best = next(e for e in summary["leaderboard"] if e["algorithm"] == summary["best"]["algorithm"])
-        candidates = {"run_id": summary["run_id"], "leaderboard": summary["leaderboard"], "best": best,
-                      "reused": False}
+    warm = {champion[1].meta["algorithm"]: [champion[1].params]} if champion is not None else None
+    candidates = tuned_candidates(client, experiment, spec, prepared, month, spark=spark,
+                                  progress=progress, warm_start=warm, dag_run_id=dag_run_id)
     runs["tuning"] = candidates["run_id"]
     best = candidates["best"]
 
@@ -229,10 +284,7 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
                           tags={**tags, "automl.kind": "comparison"}) as run:
         runs["comparison"] = run.info.run_id
         if champion is not None:
-            comparisons = (compare_by_segment(spec.metric, spec.task, y, candidate_pred, champion_pred,
-                                              segments, seed=spec.seed) if segments is not None else
-                           [paired_bootstrap(spec.metric, spec.task, y, candidate_pred, champion_pred,
-                                             seed=spec.seed)])
+            comparisons = compare_models(spec, y, candidate_pred, champion_pred, segments)
             mlflow.log_dict([c.to_dict() for c in comparisons], "comparison.json")
             mlflow.log_metrics({"delta": comparisons[0].delta, "ci_low": comparisons[0].ci_low,
                                 "ci_high": comparisons[0].ci_high})
