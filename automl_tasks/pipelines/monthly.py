@@ -184,7 +184,7 @@ def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepare
                  f"reusing tuning run {run.info.run_id}")
         return _candidate_summary(client, run)
     summary = tune(spec, month, spark=spark, progress=progress, purpose=PURPOSE, warm_start=warm_start,
-                   dag_run_id=dag_run_id)
+                   dag_run_id=dag_run_id, prepared=prepared)
     best = next(e for e in summary["leaderboard"] if e["algorithm"] == summary["best"]["algorithm"])
     return {"run_id": summary["run_id"], "leaderboard": summary["leaderboard"], "best": best,
             "reused": False}

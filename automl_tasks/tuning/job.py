@@ -35,11 +35,13 @@ def _stderr(line: str) -> None:
 
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
          spark=None, progress: Callable[[str], None] = _stderr, purpose: str = "tuning",
-         warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None) -> dict:
+         warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None,
+         prepared: Prepared | None = None) -> dict:
     """Tune every (or the named) algorithm of `spec` on the window before `month`.
 
     Returns the summary the CLI prints with --json: run_id, experiment, best,
-    leaderboard, trials, model_dir.
+    leaderboard, trials, model_dir. `prepared`: the checked, encoded window when the
+    caller has it already (the monthly job checks the data before anything else).
     """
     if month is not None:
         check_month(month)
@@ -48,8 +50,9 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     if unknown:
         raise SpecError(f"algorithm {unknown[0]!r} is not in the spec (it has: {', '.join(spec.algorithms)})")
     spark = spark or get_spark()
-    progress(f"{spec.name}: reading {spec.data.source} for month {month or 'all'}")
-    prepared = prepare(spark, spec, month)
+    if prepared is None:
+        progress(f"{spec.name}: reading {spec.data.source} for month {month or 'all'}")
+        prepared = prepare(spark, spec, month)
     folds = make_folds(prepared.train, prepared.given, spec.validation, spec.task,
                        prepared.window.train, seed=spec.seed, classes=prepared.classes)
     data_path = stage(folds)
