@@ -91,8 +91,9 @@ class AlgorithmSpec(_Strict):
 
 class PromotionSpec(_Strict):
     mode: Literal["manual", "auto", "shadow"] = "manual"
-    min_improvement: float = 0.0
+    min_improvement: float = 0.0       # on the lower bound of the delta's 95% CI
     max_segment_drop: float = 0.01
+    min_metric: float | None = None    # first month (no champion): the candidate must reach it
 
 
 class ModelSpec(_Strict):

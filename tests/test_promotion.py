@@ -262,3 +262,18 @@ def test_large_evidence_and_bad_inputs(reg):
     assert json.loads(tag)["truncated"] is True
     assert p.get_decision(reg.name, v1) == opened  # full evidence, read back from the artifact
     assert p.get_decision(reg.name, v1).evidence == evidence
+
+
+def test_approval_is_refused_when_the_champion_moved_since_the_comparison(reg):
+    """Safe promotion: the evidence compared against v1; if v1 is no longer champion, no approval."""
+    v1, v2, v3 = reg.register(0), reg.register(1), reg.register(2)
+    reg.open(v1)
+    p.decide(reg.name, v1, approve=True, decided_by="user:a")
+    opened = reg.open(v2)
+    assert opened.champion_before == v1
+    reg.c.set_registered_model_alias(reg.name, "champion", v3)   # e.g. a rollback by an admin
+    with pytest.raises(AutomlError, match=f"champion moved from v{v1} to v{v3}"):
+        p.decide(reg.name, v2, approve=True, decided_by="user:b")
+    decision = p.get_decision(reg.name, v2)
+    assert decision.status == "superseded" and "re-run the month" in decision.reasons[-1]
+    assert reg.aliases() == {"champion": v3}

@@ -197,26 +197,37 @@ def compare_models(spec: ModelSpec, y, candidate, baseline, segments) -> list[Co
     return compare_by_segment(spec.metric, spec.task, y, candidate, baseline, segments, seed=spec.seed)
 
 
-def _policy(comparisons: list[Comparison], spec: ModelSpec, has_champion: bool) -> tuple[bool, list[str]]:
-    """Auto-promotion rule: the overall CI clears min_improvement, no segment drops too far."""
-    if not has_champion:
-        return True, ["no champion yet: the best candidate becomes the first champion"]
+def policy(comparisons: list[Comparison], spec: ModelSpec,
+           candidate_value: float | None) -> tuple[bool, list[str]]:
+    """The promotion gates from the spec; `comparisons` is empty when there is no champion yet.
+
+    With a champion: the lower bound of the overall delta's 95% CI must reach
+    min_improvement, and no segment's delta may fall below -max_segment_drop. Without
+    one: the candidate's holdout metric must reach min_metric when the spec sets it.
+    """
+    from automl_tasks.evaluation.metrics import METRICS
+
+    gates = spec.promotion
+    if not comparisons:
+        if gates.min_metric is None:
+            return True, ["no champion yet: the best candidate becomes the first champion"]
+        if candidate_value is None:
+            return False, [f"no champion yet and no holdout {spec.metric} to check min_metric against"]
+        higher = METRICS[spec.metric].greater_is_better
+        ok = candidate_value >= gates.min_metric if higher else candidate_value <= gates.min_metric
+        word = "reaches" if ok else "does not reach"
+        return ok, [f"no champion yet: candidate {spec.metric} {candidate_value:.4f} {word} "
+                    f"min_metric {gates.min_metric}"]
     overall, segments = comparisons[0], comparisons[1:]
-    reasons, ok = [], True
-    if not (overall.ci_low > 0 and overall.delta >= spec.promotion.min_improvement):
-        ok = False
-        reasons.append(f"overall {overall.metric} delta {overall.delta:+.4f} "
-                       f"(95% CI {overall.ci_low:+.4f}..{overall.ci_high:+.4f}) does not clear "
-                       f"min_improvement {spec.promotion.min_improvement}")
-    else:
-        reasons.append(f"overall {overall.metric} delta {overall.delta:+.4f} "
-                       f"(95% CI {overall.ci_low:+.4f}..{overall.ci_high:+.4f}) clears "
-                       f"min_improvement {spec.promotion.min_improvement}")
+    ok = overall.ci_low >= gates.min_improvement
+    reasons = [f"overall {overall.metric} delta {overall.delta:+.4f} (95% CI {overall.ci_low:+.4f}.."
+               f"{overall.ci_high:+.4f}) {'clears' if ok else 'does not clear'} "
+               f"min_improvement {gates.min_improvement} on the CI's lower bound"]
     for seg in segments:
-        if seg.delta < -spec.promotion.max_segment_drop:
+        if seg.delta < -gates.max_segment_drop:
             ok = False
             reasons.append(f"segment {seg.segment}: delta {seg.delta:+.4f} is worse than "
-                           f"-max_segment_drop {spec.promotion.max_segment_drop}")
+                           f"-max_segment_drop {gates.max_segment_drop}")
     return ok, reasons
 
 
@@ -293,7 +304,7 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
             comparisons = []
         for fname, fig in plots.evaluation_figures(spec.task, y, candidate_pred, prepared.classes).items():
             mlflow.log_figure(fig, f"candidate/{fname}")
-        approve, reasons = _policy(comparisons, spec, champion is not None)
+        approve, reasons = policy(comparisons, spec, best["holdout_value"])
 
     # 4. The decision: register the winner as challenger; auto/shadow decide now, manual waits.
     evidence = {"metric": spec.metric, "candidate": best["algorithm"],

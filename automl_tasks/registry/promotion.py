@@ -134,11 +134,13 @@ def open_decision(name: str, version: str, *, month: str, evidence: dict,
         return existing
     if evidence_run_id is not None:
         _check_run(c, evidence_run_id)
+    aliases = _aliases(c, name)
+    # champion_before: the champion this decision's evidence was measured against; approval
+    # checks it still is (safe promotion).
     decision = Decision(model=name, version=version, month=month, status="pending",
                         decided_by=None, reasons=list(reasons), evidence_run_id=evidence_run_id,
-                        evidence=evidence, created_at=_now())
+                        evidence=evidence, created_at=_now(), champion_before=aliases.get(CHAMPION))
     _encode(decision)  # fails here, before any write, if it cannot be recorded
-    aliases = _aliases(c, name)
     stale = [d for d in _decisions(c, name) if d.status == "pending"]
     for old in stale:
         if aliases.get(CHAMPION) == old.version:
@@ -189,6 +191,19 @@ def decide(name: str, version: str, *, approve: bool, decided_by: str,
         before = _none(mv.tags[CHAMPION_BEFORE])  # resuming: the alias may already point here
     else:
         before = aliases.get(CHAMPION)
+        if approve and before != decision.champion_before:
+            # The evidence compared against a champion that is no longer champion.
+            moved = dataclasses.replace(
+                decision, status="superseded", decided_by=SUPERSEDED_BY, decided_at=_now(),
+                reasons=decision.reasons + [f"champion moved from v{decision.champion_before} to v{before} "
+                                            "after this comparison; re-run the month to compare again"])
+            _encode(moved)
+            _record(c, moved)
+            if aliases.get(CHALLENGER) == version:
+                c.delete_registered_model_alias(name, CHALLENGER)
+            raise AutomlError(f"cannot approve {name} v{version}: the champion moved from "
+                              f"v{decision.champion_before} to v{before} since the comparison; "
+                              "the decision is now superseded")
     final = dataclasses.replace(
         decision, status=outcome, decided_by=decided_by, decided_at=_now(),
         reasons=decision.reasons + list(reasons or []), champion_before=before,
