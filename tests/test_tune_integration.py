@@ -47,12 +47,19 @@ def test_cli_tune_json_for_each_task(task, demo_dir, tmp_path, tracking):
     assert summary["trials"] == {"total": 4, "failed": 0}
     assert [e["algorithm"] for e in summary["leaderboard"]] == ["xgboost", "lightgbm"]
     assert all(e["holdout_value"] is not None for e in summary["leaderboard"])
+    # What tuning bought: the default-params model's CV metric, and the lift over it.
+    for e in summary["leaderboard"]:
+        assert e["baseline_value"] is not None
+        sign = -1 if summary["best"]["metric"] in ("logLoss", "rmse", "mse", "mae", "mape") else 1
+        assert e["lift"] == pytest.approx(sign * (e["cv_value"] - e["baseline_value"]))
     assert Path(summary["model_dir"], "metadata.json").exists()
     assert "xgboost trial 2/2" in result.stderr and "lightgbm trial 2/2" in result.stderr
+    assert "xgboost: default params" in result.stderr
 
     client = MlflowClient(tracking)
     parent = client.get_run(summary["run_id"])
     assert parent.info.status == "FINISHED"
+    assert f"baseline_{summary['best']['metric']}_xgboost" in parent.data.metrics
     assert parent.data.tags["automl.kind"] == "tuning" and parent.data.tags["automl.month"] == "2017-11"
     assert len(parent.data.tags["automl.data_fingerprint"]) == 16
     children = _children(client, summary["run_id"])

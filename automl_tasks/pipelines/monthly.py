@@ -154,12 +154,14 @@ def champion_trend(client, experiment: str, spec: ModelSpec, month: str, scores:
                                        for series in scores}, spec.metric)
 
 
-def _find_finished(client, experiment: str, kind: str, month: str, fingerprint: str, commit: str):
+def _find_finished(client, experiment: str, kind: str, month: str, fingerprint: str, commit: str,
+                   spec_hash: str):
     runs = client.search_runs(
         [experiment],
         filter_string=(f"tags.`automl.kind` = '{kind}' and tags.`automl.month` = '{month}' and "
                        f"tags.`automl.data_fingerprint` = '{fingerprint}' and "
-                       f"tags.`automl.git_commit` = '{commit}' and attributes.status = 'FINISHED'"),
+                       f"tags.`automl.git_commit` = '{commit}' and "
+                       f"tags.`automl.spec_hash` = '{spec_hash}' and attributes.status = 'FINISHED'"),
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
@@ -178,7 +180,8 @@ def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepare
                      spark, progress, warm_start=None, dag_run_id=None) -> dict:
     """The month's tuning for this spec's commit and data: a FINISHED run if there is one, else new."""
     commit = spec.origin.get("git_commit", "none")
-    run = _find_finished(client, experiment, "tuning", month, prepared.fingerprint, commit)
+    spec_hash = tracking.run_tags(spec, "tuning", month, None)["automl.spec_hash"]
+    run = _find_finished(client, experiment, "tuning", month, prepared.fingerprint, commit, spec_hash)
     if run is not None:
         progress(f"{spec.name} {month}: {spec.origin.get('branch', 'none')} ({commit[:10]}): "
                  f"reusing tuning run {run.info.run_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -47,6 +48,8 @@ def run_tags(spec: ModelSpec, kind: str, month: str | None, fingerprint: str | N
     }
     if fingerprint:
         tags["automl.data_fingerprint"] = fingerprint
+    # The spec's content too: an edited, uncommitted spec must not reuse runs made from the old one.
+    tags["automl.spec_hash"] = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
     dag_run_id = dag_run_id or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
     if dag_run_id:
         tags["automl.dag_run_id"] = dag_run_id

@@ -25,7 +25,7 @@ from automl_tasks.spark import get_spark, task_slots
 from automl_tasks.spec import ModelSpec, check_month
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.runner import FitContext, stage
-from automl_tasks.tuning.search import TrialResult, run_search
+from automl_tasks.tuning.search import TrialResult, lift, run_baseline, run_search
 from automl_tasks.tuning.validation import make_folds
 
 
@@ -109,8 +109,9 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
                                 progress, logger.submit, warm_start.get(algorithm))
             all_trials += trials
             mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
-            leaderboard.append(_finish_algorithm(algorithm, trials, prepared, folds, model_root,
-                                                 run_id, progress))
+            entry = _finish_algorithm(algorithm, trials, prepared, folds, model_root, run_id, progress)
+            baseline = run_baseline(spark, ctx, spec.algorithms[algorithm], folds.n_folds)
+            leaderboard.append(_with_baseline(entry, baseline, spec.metric, progress))
     finally:
         logger.close()
 
@@ -178,6 +179,25 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: 
             "model_uri": logged.model_uri}
 
 
+def _with_baseline(entry: dict, baseline: TrialResult, metric: str, progress) -> dict:
+    """Log the default-params CV metric and the tuned model's lift over it."""
+    import mlflow
+
+    algorithm = entry["algorithm"]
+    if baseline.status == "FAILED":
+        progress(f"{algorithm}: default params failed: {baseline.error.splitlines()[0][:160]}")
+        mlflow.set_tag(f"automl.baseline_error.{algorithm}", baseline.error[:tracking.MAX_TAG])
+        return {**entry, "baseline_value": None, "lift": None}
+    mlflow.log_metric(f"baseline_{metric}_{algorithm}", baseline.value)
+    gained = None
+    if entry["cv_value"] is not None:
+        gained = lift(metric, entry["cv_value"], baseline.value)
+        mlflow.log_metric(f"lift_{metric}_{algorithm}", gained)
+        progress(f"{algorithm}: default params {metric}={baseline.value:.4f}, tuned "
+                 f"{entry['cv_value']:.4f} (lift {gained:+.4f})")
+    return {**entry, "baseline_value": baseline.value, "lift": gained}
+
+
 def _log_trials_table(trials: list[TrialResult], metric: str) -> None:
     import mlflow
     import pandas as pd
@@ -197,9 +217,14 @@ def _log_trials_table(trials: list[TrialResult], metric: str) -> None:
 
 
 def format_leaderboard(leaderboard: list[dict], metric: str) -> str:
-    lines = [f"{'algorithm':<10} {'cv ' + metric:>18} {'holdout':>10} {'trials':>7} {'failed':>7}"]
+    def number(value, signed=False):
+        return "-" if value is None else (f"{value:+.5f}" if signed else f"{value:.5f}")
+
+    lines = [f"{'algorithm':<10} {'cv ' + metric:>18} {'holdout':>10} {'defaults':>10} {'lift':>9} "
+             f"{'trials':>7} {'failed':>7}"]
     for e in leaderboard:
-        cv = "failed" if e["cv_value"] is None else f"{e['cv_value']:.5f}"
-        hold = "-" if e["holdout_value"] is None else f"{e['holdout_value']:.5f}"
-        lines.append(f"{e['algorithm']:<10} {cv:>18} {hold:>10} {e['trials']:>7} {e['failed']:>7}")
+        cv = "failed" if e["cv_value"] is None else number(e["cv_value"])
+        lines.append(f"{e['algorithm']:<10} {cv:>18} {number(e['holdout_value']):>10} "
+                     f"{number(e.get('baseline_value')):>10} {number(e.get('lift'), signed=True):>9} "
+                     f"{e['trials']:>7} {e['failed']:>7}")
     return "\n".join(lines)

@@ -153,6 +153,17 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
     return results
 
 
+def run_baseline(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int) -> TrialResult:
+    """The library's default params (plus the spec's fixed ones) on the same folds: what tuning bought."""
+    params = dict(algo.fixed)
+    return _collect(ctx.algorithm, [(-1, params)], run_wave(spark, ctx, [(-1, params)], n_folds), n_folds)[0]
+
+
+def lift(metric: str, tuned: float, baseline: float) -> float:
+    """Tuned minus baseline, oriented so that positive means tuning helped."""
+    return (tuned - baseline) if METRICS[metric].greater_is_better else (baseline - tuned)
+
+
 def _collect(algorithm: str, numbered, rows: list[dict], n_folds: int) -> list[TrialResult]:
     by_trial: dict[int, list[dict]] = {}
     for row in rows:
