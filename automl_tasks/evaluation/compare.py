@@ -59,8 +59,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from automl_tasks.errors import DataError
-from automl_tasks.evaluation.metrics import (LOG_LOSS_EPS, METRICS, check_metric, compute_metric,
-                                             weighted_by_label)
+from automl_tasks.evaluation.metrics import (LOG_LOSS_EPS, check_metric, compute_metric,
+                                             orientation, weighted_by_label)
 
 MIN_RESAMPLES = 1000
 MAX_CHUNK_INDICES = 1 << 20
@@ -224,13 +224,9 @@ def _bootstrap(scorers: list[Scorer], n: int, resamples: int,
     return out
 
 
-def _orientation(metric: str) -> float:
-    return 1.0 if METRICS[metric].greater_is_better else -1.0
-
-
 def _summarise(metric, n, point_cand, point_base, boot_cand, boot_base, confidence,
                segment) -> Comparison:
-    sign = _orientation(metric)
+    sign = orientation(metric)
     with np.errstate(invalid="ignore"):  # -inf - -inf (r2, constant label): dropped below
         deltas = sign * (boot_cand - boot_base) + 0.0  # + 0.0 turns -0.0 into 0.0
     finite = np.isfinite(deltas)
@@ -263,7 +259,7 @@ def _point_only(metric, task, y, cand, base, segment, confidence, note) -> Compa
     point_base = compute_metric(metric, task, y, base)
     raw = point_cand - point_base
     return Comparison(metric=metric, n_rows=int(y.size), candidate=point_cand,
-                      baseline=point_base, delta=_orientation(metric) * raw + 0.0, raw_delta=raw,
+                      baseline=point_base, delta=orientation(metric) * raw + 0.0, raw_delta=raw,
                       ci_low=math.nan, ci_high=math.nan, p_value=math.nan, resamples=0,
                       segment=segment, confidence=confidence, note=note)
 

@@ -108,6 +108,11 @@ def is_better(name: str, candidate: float, incumbent: float) -> bool:
     return candidate > incumbent if greater else candidate < incumbent
 
 
+def orientation(name: str) -> float:
+    """+1 for greater-is-better metrics, -1 otherwise: `orientation * (a - b) > 0` means a is better."""
+    return 1.0 if _metric(name).greater_is_better else -1.0
+
+
 def worst_value(name: str) -> float:
     """The value every real result beats: -inf if greater is better, else +inf."""
     return -math.inf if _metric(name).greater_is_better else math.inf

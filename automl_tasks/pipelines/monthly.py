@@ -208,7 +208,7 @@ def policy(comparisons: list[Comparison], spec: ModelSpec,
     min_improvement, and no segment's delta may fall below -max_segment_drop. Without
     one: the candidate's holdout metric must reach min_metric when the spec sets it.
     """
-    from automl_tasks.evaluation.metrics import METRICS
+    from automl_tasks.evaluation.metrics import orientation
 
     gates = spec.promotion
     if not comparisons:
@@ -216,8 +216,7 @@ def policy(comparisons: list[Comparison], spec: ModelSpec,
             return True, ["no champion yet: the best candidate becomes the first champion"]
         if candidate_value is None:
             return False, [f"no champion yet and no holdout {spec.metric} to check min_metric against"]
-        higher = METRICS[spec.metric].greater_is_better
-        ok = candidate_value >= gates.min_metric if higher else candidate_value <= gates.min_metric
+        ok = orientation(spec.metric) * (candidate_value - gates.min_metric) >= 0
         word = "reaches" if ok else "does not reach"
         return ok, [f"no champion yet: candidate {spec.metric} {candidate_value:.4f} {word} "
                     f"min_metric {gates.min_metric}"]

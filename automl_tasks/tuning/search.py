@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from automl_tasks.evaluation.metrics import METRICS, is_better, worst_value
+from automl_tasks.evaluation.metrics import METRICS, is_better, orientation, worst_value
 from automl_tasks.spec import AlgorithmSpec
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.runner import FitContext, run_wave
@@ -161,7 +161,7 @@ def run_baseline(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int) -> T
 
 def lift(metric: str, tuned: float, baseline: float) -> float:
     """Tuned minus baseline, oriented so that positive means tuning helped."""
-    return (tuned - baseline) if METRICS[metric].greater_is_better else (baseline - tuned)
+    return orientation(metric) * (tuned - baseline)
 
 
 def _collect(algorithm: str, numbered, rows: list[dict], n_folds: int) -> list[TrialResult]:
