@@ -40,7 +40,7 @@ demo: install
 	@$(BIN)/airflow db migrate >/dev/null
 	@for month in $(DEMO_MONTHS); do \
 	  echo "monthly_retrain for $$month (dag.test, promotion auto): log in $(AUTOML_HOME)/demo-$$month.log"; \
-	  $(BIN)/python scripts/run_dag.py monthly_retrain $$month-15T00:00:00+00:00 \
+	  $(BIN)/python scripts/run_dag.py monthly_retrain --date $$month-15T00:00:00+00:00 --conf \
 	    "{\"month\": \"$$month\", \"promotion\": \"auto\"}" > $(AUTOML_HOME)/demo-$$month.log 2>&1 \
 	    || { tail -50 $(AUTOML_HOME)/demo-$$month.log; exit 1; }; \
 	  grep '^RESULT' $(AUTOML_HOME)/demo-$$month.log; \

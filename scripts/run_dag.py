@@ -1,17 +1,22 @@
 """Run a DAG in-process with dag.test(), optionally answering its approval tasks as a person.
 
-`make demo` and tests/test_dags.py use it: one process, the local Airflow metadata
-DB under AIRFLOW_HOME, no scheduler. With ANSWER (Approve or Reject) a thread answers
-every human-in-the-loop task through Airflow's own HITL REST handler (the function
-behind PATCH .../hitlDetails), as the person would from the UI.
+`make demo` and the DAG tests use it: one process, the local Airflow metadata DB
+under AIRFLOW_HOME, no scheduler. Several --date values run one after another in the
+same process (a backfill: imports and the Spark session are paid once). With
+--answer (Approve or Reject) a thread answers every human-in-the-loop task through
+Airflow's own HITL REST handler (the function behind PATCH .../hitlDetails), as the
+person would from the UI; without it the run waits for an answer from outside (the
+UI or the REST API of an api-server on the same metadata DB).
 
-    python scripts/run_dag.py DAG_ID LOGICAL_DATE CONF_JSON [ANSWER]
+    python scripts/run_dag.py DAG_ID --date LOGICAL_DATE [--date ...] [--conf JSON] [--answer OPTION]
+
+Prints one `RESULT {json}` line per date: the run's state and every task's state.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import threading
 import time
 
@@ -49,18 +54,25 @@ def main() -> None:
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
 
-    dag_id, logical_date, conf = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    option = sys.argv[4] if len(sys.argv) > 4 else None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dag_id")
+    parser.add_argument("--date", action="append", required=True, help="logical date (ISO 8601)")
+    parser.add_argument("--conf", default="{}", help="run conf (JSON)")
+    parser.add_argument("--answer", help="answer every approval task with this option")
+    args = parser.parse_args()
     bag = DagBag()
     if bag.import_errors:
         raise SystemExit(f"import errors: {bag.import_errors}")
     stop = threading.Event()
-    if option:
-        threading.Thread(target=answer_when_asked, args=(dag_id, option, stop), daemon=True).start()
-    run = bag.get_dag(dag_id).test(logical_date=pendulum.parse(logical_date), run_conf=conf)
+    if args.answer:
+        threading.Thread(target=answer_when_asked, args=(args.dag_id, args.answer, stop), daemon=True).start()
+    dag = bag.get_dag(args.dag_id)
+    for date in args.date:
+        run = dag.test(logical_date=pendulum.parse(date), run_conf=json.loads(args.conf))
+        states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
+        print("RESULT " + json.dumps({"logical_date": date, "state": str(run.state), "tasks": states}),
+              flush=True)
     stop.set()
-    states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
-    print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}), flush=True)
 
 
 if __name__ == "__main__":

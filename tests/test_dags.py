@@ -56,7 +56,8 @@ def test_monthly_dag_waits_for_a_person_and_applies_the_approval(airflow_env, de
            "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
     conf = {"month": "2017-10", "promotion": "manual"}
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_dag.py"), "monthly_retrain",
-                          "2018-08-01T00:00:00+00:00", json.dumps(conf), "Approve"],
+                          "--date", "2018-08-01T00:00:00+00:00", "--conf", json.dumps(conf),
+                          "--answer", "Approve"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-4000:]
     assert "ANSWERED per_spec.approve_challenger[0] Approve" in out.stdout

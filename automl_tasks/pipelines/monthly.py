@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -190,7 +191,7 @@ def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepare
                    dag_run_id=dag_run_id, prepared=prepared)
     best = next(e for e in summary["leaderboard"] if e["algorithm"] == summary["best"]["algorithm"])
     return {"run_id": summary["run_id"], "leaderboard": summary["leaderboard"], "best": best,
-            "reused": False}
+            "reused": False, "fit_seconds": summary["fit_seconds"]}
 
 
 def compare_models(spec: ModelSpec, y, candidate, baseline, segments) -> list[Comparison]:
@@ -242,6 +243,7 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow, spark_sample_to_pandas
 
     check_month(month)
+    timings = Stopwatch()
     mode = promotion_mode or spec.promotion.mode
     spark = spark or get_spark()
     client = tracking.client()
@@ -252,6 +254,7 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     experiment = tracking.experiment_id(client, spec, PURPOSE)
     tags = tracking.run_tags(spec, "evaluation", month, prepared.fingerprint, dag_run_id)
     runs: dict[str, str] = {}
+    timings.lap("checks")
 
     # 1. Drift and the champion's score on the new month.
     frame = load_frame(spark, spec)
@@ -282,12 +285,15 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
             mlflow.log_figure(champion_trend(client, experiment, spec, month, scores), "champion_trend.png")
             progress(f"{spec.name} {month}: champion v{champion[0]} {spec.metric}={champion_metric:.4f}")
 
+    timings.lap("monitor")
+
     # 2. Candidates, warm-started from the champion's params; reused when already tuned.
     warm = {champion[1].meta["algorithm"]: [champion[1].params]} if champion is not None else None
     candidates = tuned_candidates(client, experiment, spec, prepared, month, spark=spark,
                                   progress=progress, warm_start=warm, dag_run_id=dag_run_id)
     runs["tuning"] = candidates["run_id"]
     best = candidates["best"]
+    timings.lap("tuning")
 
     # 3. New vs existing on the same holdout rows, with paired bootstrap CIs.
     candidate = load_run_model(candidates["run_id"], best["algorithm"], best["model_uri"])
@@ -308,6 +314,8 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
             mlflow.log_figure(fig, f"candidate/{fname}")
         approve, reasons = policy(comparisons, spec, best["holdout_value"])
 
+    timings.lap("compare")
+
     # 4. The decision: register the winner as challenger; auto/shadow decide now, manual waits.
     evidence = {"metric": spec.metric, "candidate": best["algorithm"],
                 "candidate_holdout": best["holdout_value"], "champion_metric": champion_metric,
@@ -324,6 +332,7 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
         decision = promotion.decide(spec.name, version, approve=False, decided_by="policy:shadow",
                                     reasons=["shadow mode: compared and recorded, never promoted"])
     progress(f"{spec.name} {month}: decision {decision.status} for v{version} ({'; '.join(reasons)})")
+    timings.lap("decision")
     return {
         "month": month,
         "champion_before": champion_before,
@@ -334,7 +343,23 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
         "champion_metric": champion_metric,
         "candidates": {e["algorithm"]: e["holdout_value"] for e in candidates["leaderboard"]},
         "runs": runs,
+        "timings": timings.laps,
+        "fit_seconds": candidates.get("fit_seconds"),
     }
+
+
+class Stopwatch:
+    """Wall seconds per step, and the total, for the summary (and bench/monthly.py)."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = round(now - self.last, 3)
+        self.laps["total"] = round(now - self.start, 3)
+        self.last = now
 
 
 def _month_step(month: str) -> int:

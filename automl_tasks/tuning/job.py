@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -98,6 +99,7 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
 
     threads = int(os.environ.get("AUTOML_THREADS_PER_TASK", "1"))
     all_trials: list[TrialResult] = []
+    baseline_seconds = 0.0
     leaderboard = []
     model_root = config.home() / "models" / spec.name / run_id
     logger = tracking.TrialLogger(client, experiment, run_id, tags, spec.metric)
@@ -111,6 +113,7 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
             mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
             entry = _finish_algorithm(algorithm, trials, prepared, folds, model_root, run_id, progress)
             baseline = run_baseline(spark, ctx, spec.algorithms[algorithm], folds.n_folds)
+            baseline_seconds += baseline.seconds
             leaderboard.append(_with_baseline(entry, baseline, spec.metric, progress))
     finally:
         logger.close()
@@ -141,6 +144,10 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
                  "value": best["cv_value"], "holdout_value": best["holdout_value"]},
         "leaderboard": leaderboard,
         "trials": {"total": len(all_trials), "failed": failed},
+        # Time inside model fits, summed over Spark tasks (trials, baselines) and on the driver (refits).
+        "fit_seconds": {"trials": round(sum(t.seconds for t in all_trials), 3),
+                        "baselines": round(baseline_seconds, 3),
+                        "refits": round(sum(e.get("refit_seconds", 0.0) for e in leaderboard), 3)},
         "model_dir": best["model_dir"],
         "tracking_uri": config.tracking_uri(),
     }
@@ -162,8 +169,10 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: 
         if is_better(spec.metric, trial.value, best.value):
             best = trial
     rows = folds.refit_rows
+    started = time.perf_counter()
     model = adapters.fit(algorithm, spec.task, best.params, folds.X[rows], folds.y[rows],
                          prepared.encoding.categorical_idx, n_threads=os.cpu_count() or 1, seed=spec.seed)
+    refit_seconds = time.perf_counter() - started
     holdout_value = None
     if prepared.holdout is not None and len(prepared.holdout.y):
         prediction = adapters.predict(model, spec.task, prepared.holdout.X)
@@ -176,7 +185,7 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: 
     logged = export.log_flavor_model(model, algorithm, prepared, folds.X[rows][:5])
     return {**entry, "status": "ok", "cv_value": best.value, "holdout_value": holdout_value,
             "params": best.params, "best_trial": best.number, "model_dir": str(native_dir),
-            "model_uri": logged.model_uri}
+            "model_uri": logged.model_uri, "refit_seconds": round(refit_seconds, 3)}
 
 
 def _with_baseline(entry: dict, baseline: TrialResult, metric: str, progress) -> dict:
