@@ -277,3 +277,27 @@ def test_approval_is_refused_when_the_champion_moved_since_the_comparison(reg):
     decision = p.get_decision(reg.name, v2)
     assert decision.status == "superseded" and "re-run the month" in decision.reasons[-1]
     assert reg.aliases() == {"champion": v3}
+
+
+def test_versions_are_strings_on_an_embedded_sqlite_store(tmp_path, monkeypatch):
+    """The SQL store returns alias versions as ints; every caller must still see strings."""
+    import lightgbm
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path))
+    from automl_tasks.registry.tracking import client
+
+    c = client()
+    experiment = c.create_experiment("sqlite-promotion", artifact_location=(tmp_path / "art").as_uri())
+    x = np.random.default_rng(0).random((50, 3))
+    model = lightgbm.LGBMClassifier(n_estimators=5, min_child_samples=5, verbose=-1).fit(x, x[:, 0] > 0.5)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        uri = mlflow.lightgbm.log_model(model, name="m", pip_requirements=["lightgbm"]).model_uri
+    version = p.register_candidate(uri, "sqlite_model", month="2018-01", run_id=run.info.run_id, tags={})
+    p.open_decision("sqlite_model", version, month="2018-01", evidence={}, evidence_run_id=run.info.run_id,
+                    reasons=["first"])
+    decision = p.decide("sqlite_model", version, approve=True, decided_by="user:test")
+    assert p.current_champion("sqlite_model") == version == decision.champion_after
+    assert isinstance(version, str) and isinstance(p.current_champion("sqlite_model"), str)
+    assert p.decide("sqlite_model", version, approve=True, decided_by="user:test").status == "approved"

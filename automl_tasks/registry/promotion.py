@@ -107,10 +107,10 @@ def register_candidate(model_uri: str, name: str, *, month: str, run_id: str,
         if found.tags.get(CANDIDATE_MONTH) != month:
             raise AutomlError(f"{name} v{found.version} was registered from run {run_id} for "
                               f"month {found.tags.get(CANDIDATE_MONTH)}, not {month}")
-        return found.version
+        return str(found.version)
     # register_model creates the registered model on first use and resolves runs:/ URIs and
     # MLflow 3 LoggedModel URIs (models:/m-<id>) to a source and a model id.
-    return mlflow.register_model(model_uri, name, tags={**tags, **ours}).version
+    return str(mlflow.register_model(model_uri, name, tags={**tags, **ours}).version)
 
 
 def open_decision(name: str, version: str, *, month: str, evidence: dict,
@@ -284,8 +284,9 @@ def _aliases(c, name: str) -> dict[str, str]:
     # Registered-model aliases, read from get_registered_model because
     # get_model_version_by_alias reports a missing alias as INVALID_PARAMETER_VALUE, the same
     # code as a bad request.
+    # Versions as strings: the REST store returns strings, the SQL store (a sqlite:/// URI) ints.
     model = _find(lambda: c.get_registered_model(name))
-    return {} if model is None else dict(model.aliases)
+    return {} if model is None else {alias: str(version) for alias, version in model.aliases.items()}
 
 
 def _model_version(c, name: str, version: str):
