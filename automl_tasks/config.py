@@ -30,3 +30,9 @@ def staging_dir() -> Path:
     path = Path(os.environ.get("AUTOML_STAGING_DIR") or home() / "staging")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def mlflow_ui_url() -> str | None:
+    """Base URL of the MLflow UI for links: AUTOML_MLFLOW_UI_URL, else an http(s) tracking URI."""
+    url = os.environ.get("AUTOML_MLFLOW_UI_URL") or tracking_uri()
+    return url.rstrip("/") if url.startswith(("http://", "https://")) else None

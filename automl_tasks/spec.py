@@ -6,6 +6,7 @@ A spec can be read from a file or from a git ref (`git show REF:path`).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -96,6 +97,11 @@ class PromotionSpec(_Strict):
     min_metric: float | None = None    # first month (no champion): the candidate must reach it
 
 
+class MonitoringSpec(_Strict):
+    # Drift reports sample each side down to this many rows (the fraction is logged).
+    max_rows: int = Field(50_000, ge=1000)
+
+
 class ModelSpec(_Strict):
     name: str
     task: Task
@@ -108,6 +114,7 @@ class ModelSpec(_Strict):
     validation: ValidationSpec = ValidationSpec()
     algorithms: dict[str, AlgorithmSpec]
     promotion: PromotionSpec = PromotionSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     impute: Literal["median", "mean", "none"] = "median"
     seed: int = 0
 
@@ -203,7 +210,8 @@ def load_spec(path: str | Path) -> ModelSpec:
     folder = path.resolve().parent
     origin = {
         "path": str(path.resolve()),
-        "branch": _git(["rev-parse", "--abbrev-ref", "HEAD"], folder) or "none",
+        # A deployment may name the branch it runs (its checkout may not be a git repo).
+        "branch": os.environ.get("AUTOML_BRANCH") or _git(["rev-parse", "--abbrev-ref", "HEAD"], folder) or "none",
         "git_commit": _git(["rev-parse", "HEAD"], folder) or "none",
     }
     return _resolve_paths(parse_spec(text, str(path), origin), folder)

@@ -34,12 +34,14 @@ def _spec(tmp_path, source: str, **override):
     return load_spec(path)
 
 
-def _runs(tracking_uri):
+def _runs(tracking_uri) -> set[str]:
+    """Ids of every run on the (session-shared) server: a failed call must add none."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiments = client.search_experiments()
-    return client.search_runs([e.experiment_id for e in experiments]) if experiments else []
+    return {r.info.run_id for r in client.search_runs([e.experiment_id for e in experiments],
+                                                       max_results=50_000)} if experiments else set()
 
 
 def _null_labels(df):
@@ -107,19 +109,21 @@ def test_bad_data_is_a_specific_error_and_writes_nothing(case, loans, tmp_path, 
     _, transform, override, month, error, expected = case
     source = _write(tmp_path, transform(loans) if transform else loans)
     spec = _spec(tmp_path, source, **override)
+    before = _runs(tracking)
     with pytest.raises(error) as err:
         tune(spec, month, spark=spark, progress=lambda line: None)
     assert expected in str(err.value)
-    assert _runs(tracking) == []
+    assert _runs(tracking) == before
 
 
 def test_unreadable_sources(tmp_path, spark, tracking):
+    before = _runs(tracking)
     with pytest.raises(DataError, match="does not exist"):
         tune(_spec(tmp_path, "nowhere.parquet"), "2018-07", spark=spark, progress=lambda line: None)
     (tmp_path / "broken.parquet").write_bytes(b"this is not parquet at all")
     with pytest.raises(DataError, match="cannot read parquet source .*broken.parquet"):
         tune(_spec(tmp_path, "broken.parquet"), "2018-07", spark=spark, progress=lambda line: None)
-    assert _runs(tracking) == []
+    assert _runs(tracking) == before
 
 
 def test_label_written_two_ways_is_one_class(loans, tmp_path, spark, tracking):

@@ -22,6 +22,8 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert first["decision"]["status"] == "approved" and first["champion_after"] == first["decision"]["version"]
     assert first["champion_metric"] is None and set(first["candidates"]) == {"xgboost", "lightgbm"}
     assert 0.0 <= first["drift"]["share_drifted"] <= 1.0
+    assert not first["reused"] and first["fit_seconds"]["trials"] > 0
+    assert set(first["timings"]) == {"checks", "monitor", "tuning", "compare", "decision", "total"}
 
     second = run_monthly(spec, "2017-11", promotion_mode="manual", **quiet)
     version = second["decision"]["version"]
@@ -29,10 +31,23 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert second["champion_before"] == second["champion_after"] == first["champion_after"]
     assert 0.0 < second["champion_metric"] < 1.0
     client = MlflowClient(tracking)
-    evidence = client.get_run(second["decision"]["evidence_run_id"])
-    assert evidence.data.tags["automl.kind"] == "comparison" and "ci_low" in evidence.data.metrics
-    artifacts = {a.path for a in client.list_artifacts(evidence.info.run_id)}
-    assert {"comparison.json", "comparison_forest.png", "decisions"} <= artifacts
+    month_run = client.get_run(second["decision"]["evidence_run_id"])
+    assert month_run.info.run_id == second["runs"]["month"]
+    assert month_run.data.tags["automl.kind"] == "decision" and month_run.data.tags["automl.month"] == "2017-11"
+    side_by_side = month_run.data.metrics
+    assert {"champion_areaUnderROC", "xgboost_holdout_areaUnderROC", "lightgbm_holdout_areaUnderROC",
+            "ci_low", "delta", "drift_share"} <= set(side_by_side)
+    assert {"monthly.json", "decision.md", "decisions"} <= {a.path for a in client.list_artifacts(month_run.info.run_id)}
+    summary = second["decision"]["summary"]
+    assert month_run.data.tags["mlflow.note.content"] == summary
+    assert client.get_model_version(spec.name, version).description == summary
+    assert f"champion v{first['champion_after']}" in summary and "| all |" in summary and "95% CI" in summary
+    for step in ("monitor", "tuning", "comparison"):                         # children of the month run
+        assert client.get_run(second["runs"][step]).data.tags["mlflow.parentRunId"] == month_run.info.run_id
+    comparison = client.get_run(second["runs"]["comparison"])
+    assert comparison.data.tags["automl.kind"] == "comparison" and "ci_low" in comparison.data.metrics
+    assert {"comparison.json", "comparison_forest.png", "candidate"} <= {
+        a.path for a in client.list_artifacts(comparison.info.run_id)}
     monitor = client.get_run(second["runs"]["monitor"])
     assert "drift_share" in monitor.data.metrics and "champion_areaUnderROC" in monitor.data.metrics
     assert any(k.startswith("champion_areaUnderROC.") for k in monitor.data.metrics)   # per segment
@@ -40,10 +55,13 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert [m.step for m in history] == [2017 * 12 + 10]                                  # month as step
     assert {"champion_trend.png", "drift"} <= {a.path for a in client.list_artifacts(monitor.info.run_id)}
 
-    # Re-running the month reuses the tuning run and the registered version; no alias moves.
+    # Re-running the month reuses every run and the registered version; nothing new is logged.
+    experiment = client.get_experiment_by_name("monthly_test/monthly").experiment_id
+    before = {r.info.run_id for r in client.search_runs([experiment], max_results=5000)}
     again = run_monthly(spec, "2017-11", promotion_mode="manual", **quiet)
-    assert again["runs"]["tuning"] == second["runs"]["tuning"]
+    assert again["reused"] and again["runs"] == second["runs"]
     assert again["decision"]["version"] == version and again["decision"]["status"] == "pending"
+    assert {r.info.run_id for r in client.search_runs([experiment], max_results=5000)} == before
     versions = client.search_model_versions(f"name = '{spec.name}'")
     assert len(versions) == 2
     assert promotion.current_champion(spec.name) == first["champion_after"]
@@ -57,3 +75,29 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
         run_monthly(spec, "2019-01", promotion_mode="auto", **quiet)
     assert promotion.current_champion(spec.name) == version
     assert len(client.search_model_versions(f"name = '{spec.name}'")) == 2
+
+
+@pytest.mark.parametrize("task, fmt", [("multiclass", "parquet"), ("regression", "csv")])
+def test_monthly_job_on_other_tasks_and_a_csv_source(task, fmt, demo_dir, spark, tracking, tmp_path):
+    """Multiclass (logLoss) and regression (rmse, lower is better), the CSV one with text timestamps."""
+    from automl_tasks.data.demo import write_demo_data
+
+    folder = demo_dir
+    if fmt == "csv":
+        folder = tmp_path / "csv"
+        write_demo_data(folder, n_months=12, rows_per_month=400, shift_month="2017-09", seed=1, fmt="csv")
+    one_point = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [20]}}}
+    spec = load_spec(write_spec(folder, task, filename=f"monthly_{task}.yaml", name=f"monthly_{task}",
+                                segment="segment", algorithms=one_point,
+                                data={"source": "loans.csv" if fmt == "csv" else "loans"}))
+    quiet = {"spark": spark, "progress": lambda line: None}
+    first = run_monthly(spec, "2017-10", promotion_mode="auto", **quiet)
+    second = run_monthly(spec, "2017-11", promotion_mode="shadow", **quiet)
+    assert first["decision"]["status"] == "approved"
+    assert second["decision"]["status"] == "rejected" and second["champion_after"] == first["champion_after"]
+    assert second["champion_metric"] > 0 and second["candidates"]["xgboost"] > 0
+    assert "| all | 400 |" in second["decision"]["summary"]
+    worse = second["candidates"]["xgboost"] - second["champion_metric"]   # lower is better for both metrics
+    client = MlflowClient(tracking)
+    comparison = client.get_run(second["runs"]["comparison"]).data.metrics
+    assert comparison["delta"] == pytest.approx(-worse, abs=1e-9)         # delta oriented: positive = better

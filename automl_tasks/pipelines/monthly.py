@@ -155,15 +155,18 @@ def champion_trend(client, experiment: str, spec: ModelSpec, month: str, scores:
                                        for series in scores}, spec.metric)
 
 
-def _find_finished(client, experiment: str, kind: str, month: str, fingerprint: str, commit: str,
-                   spec_hash: str):
-    runs = client.search_runs(
-        [experiment],
-        filter_string=(f"tags.`automl.kind` = '{kind}' and tags.`automl.month` = '{month}' and "
-                       f"tags.`automl.data_fingerprint` = '{fingerprint}' and "
-                       f"tags.`automl.git_commit` = '{commit}' and "
-                       f"tags.`automl.spec_hash` = '{spec_hash}' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"], max_results=1)
+def _find_run(client, experiment: str, tags: dict[str, str], *, finished: bool = False,
+              parent: str | None = None):
+    """The latest run carrying every tag in `tags` (the month, data, commit and spec keys)."""
+    keys = ("automl.kind", "automl.month", "automl.data_fingerprint", "automl.git_commit",
+            "automl.spec_hash")
+    clauses = [f"tags.`{k}` = '{tags[k]}'" for k in keys]
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    if parent:
+        clauses.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+    runs = client.search_runs([experiment], filter_string=" and ".join(clauses),
+                              order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
@@ -180,11 +183,10 @@ def _candidate_summary(client, run) -> dict:
 def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepared, month: str, *,
                      spark, progress, warm_start=None, dag_run_id=None) -> dict:
     """The month's tuning for this spec's commit and data: a FINISHED run if there is one, else new."""
-    commit = spec.origin.get("git_commit", "none")
-    spec_hash = tracking.run_tags(spec, "tuning", month, None)["automl.spec_hash"]
-    run = _find_finished(client, experiment, "tuning", month, prepared.fingerprint, commit, spec_hash)
+    tags = tracking.run_tags(spec, "tuning", month, prepared.fingerprint)
+    run = _find_run(client, experiment, tags, finished=True)
     if run is not None:
-        progress(f"{spec.name} {month}: {spec.origin.get('branch', 'none')} ({commit[:10]}): "
+        progress(f"{spec.name} {month}: {tags['automl.branch']} ({tags['automl.git_commit'][:10]}): "
                  f"reusing tuning run {run.info.run_id}")
         return _candidate_summary(client, run)
     summary = tune(spec, month, spark=spark, progress=progress, purpose=PURPOSE, warm_start=warm_start,
@@ -234,13 +236,19 @@ def policy(comparisons: list[Comparison], spec: ModelSpec,
     return ok, reasons
 
 
+RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evaluation is complete
+
+
 def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = None, spark=None,
                 progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None) -> dict:
-    """Everything the monthly DAG does for one spec and month, in one call (CLI path)."""
-    import mlflow
+    """Everything the monthly DAG does for one spec and month, in one call (CLI path).
 
-    from automl_tasks.evaluation import plots
-    from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow, spark_sample_to_pandas
+    One parent run per month (`monthly-<month>`, kind `decision`) holds the side-by-side
+    metrics, the decision summary and record; its children are the monitor, tuning and
+    comparison runs. A re-run with the same data, commit and spec reuses a complete month
+    as recorded and resumes an interrupted one in place; the decision step is idempotent.
+    """
+    import mlflow
 
     check_month(month)
     timings = Stopwatch()
@@ -252,9 +260,54 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     if champion is not None:
         check_schema(champion[1], prepared, month)
     experiment = tracking.experiment_id(client, spec, PURPOSE)
-    tags = tracking.run_tags(spec, "evaluation", month, prepared.fingerprint, dag_run_id)
-    runs: dict[str, str] = {}
+    tags = tracking.run_tags(spec, "decision", month, prepared.fingerprint, dag_run_id)
+    earlier = _find_run(client, experiment, tags)
     timings.lap("checks")
+
+    record = _recorded(client, earlier) if earlier is not None and earlier.info.status == "FINISHED" else None
+    if record is not None:
+        progress(f"{spec.name} {month}: reusing the month's runs ({earlier.info.run_id}); "
+                 "same data, commit and spec")
+    else:
+        with mlflow.start_run(run_id=earlier.info.run_id if earlier else None, experiment_id=experiment,
+                              run_name=f"monthly-{month}", tags=tags) as run:
+            record = _evaluate(spec, month, prepared, champion, client, experiment, tags, run.info.run_id,
+                               spark=spark, progress=progress, dag_run_id=dag_run_id, timings=timings)
+    fresh = record.pop("fresh", False)
+    result = _decide(spec, month, mode, record, progress)
+    timings.lap("decision")
+    return {**result, "reused": not fresh, "timings": timings.laps,
+            "fit_seconds": record["fit_seconds"] if fresh else None}
+
+
+def _recorded(client, run) -> dict | None:
+    """The evaluation a FINISHED month run recorded, or None if it never got that far."""
+    import mlflow
+
+    if RECORD_ARTIFACT not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+        return None
+    return json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{RECORD_ARTIFACT}"))
+
+
+def _child(client, experiment: str, tags: dict, kind: str, parent: str, name: str):
+    """Start (or resume in place, after an interrupted attempt) the month's `kind` child run."""
+    import mlflow
+
+    tags = {**tags, "automl.kind": kind}
+    earlier = _find_run(client, experiment, tags, parent=parent)
+    return mlflow.start_run(run_id=earlier.info.run_id if earlier else None, experiment_id=experiment,
+                            run_name=name, tags=tags, nested=True)
+
+
+def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client, experiment: str,
+              tags: dict, parent: str, *, spark, progress, dag_run_id, timings: Stopwatch) -> dict:
+    """Monitor, retrain and compare inside the month's parent run; return the month's record."""
+    import mlflow
+
+    from automl_tasks.evaluation import plots
+    from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow, spark_sample_to_pandas
+
+    runs = {"month": parent}
 
     # 1. Drift and the champion's score on the new month.
     frame = load_frame(spark, spec)
@@ -262,10 +315,11 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     features, cats = prepared.encoding.feature_names, list(prepared.encoding.categorical)
     numeric = [f for f in features if f not in cats]
     window_df = frame.where(frame[MONTH_COL].isin(list(prepared.window.train)))
-    with mlflow.start_run(experiment_id=experiment, run_name=f"monitor-{month}", tags=tags) as run:
+    with _child(client, experiment, tags, "evaluation", parent, f"monitor-{month}") as run:
         runs["monitor"] = run.info.run_id
-        reference, ref_fraction = spark_sample_to_pandas(window_df, features, 50_000, seed=spec.seed)
-        current, cur_fraction = spark_sample_to_pandas(holdout_df, features, 50_000, seed=spec.seed)
+        cap = spec.monitoring.max_rows
+        reference, ref_fraction = spark_sample_to_pandas(window_df, features, cap, seed=spec.seed)
+        current, cur_fraction = spark_sample_to_pandas(holdout_df, features, cap, seed=spec.seed)
         with tempfile.TemporaryDirectory() as tmp:
             drift = drift_report(reference, current, numerical=numeric, categorical=cats, out_dir=tmp,
                                  title=f"{spec.name} {month} vs {prepared.window.train[0]}..{prepared.window.train[-1]}")
@@ -284,7 +338,6 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
             mlflow.set_tag("automl.champion_version", champion[0])
             mlflow.log_figure(champion_trend(client, experiment, spec, month, scores), "champion_trend.png")
             progress(f"{spec.name} {month}: champion v{champion[0]} {spec.metric}={champion_metric:.4f}")
-
     timings.lap("monitor")
 
     # 2. Candidates, warm-started from the champion's params; reused when already tuned.
@@ -299,8 +352,8 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     candidate = load_run_model(candidates["run_id"], best["algorithm"], best["model_uri"])
     candidate_pred = candidate.predict(holdout_df)
     holdout_df.unpersist()
-    with mlflow.start_run(experiment_id=experiment, run_name=f"compare-{month}",
-                          tags={**tags, "automl.kind": "comparison"}) as run:
+    comparisons: list[Comparison] = []
+    with _child(client, experiment, tags, "comparison", parent, f"compare-{month}") as run:
         runs["comparison"] = run.info.run_id
         if champion is not None:
             comparisons = compare_models(spec, y, candidate_pred, champion_pred, segments)
@@ -308,43 +361,79 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
             mlflow.log_metrics({"delta": comparisons[0].delta, "ci_low": comparisons[0].ci_low,
                                 "ci_high": comparisons[0].ci_high})
             mlflow.log_figure(plots.comparison_forest(comparisons), "comparison_forest.png")
-        else:
-            comparisons = []
         for fname, fig in plots.evaluation_figures(spec.task, y, candidate_pred, prepared.classes).items():
             mlflow.log_figure(fig, f"candidate/{fname}")
-        approve, reasons = policy(comparisons, spec, best["holdout_value"])
-
+    approve, reasons = policy(comparisons, spec, best["holdout_value"])
     timings.lap("compare")
 
-    # 4. The decision: register the winner as challenger; auto/shadow decide now, manual waits.
-    evidence = {"metric": spec.metric, "candidate": best["algorithm"],
-                "candidate_holdout": best["holdout_value"], "champion_metric": champion_metric,
-                "comparisons": [c.to_dict() for c in comparisons], "policy_says": approve}
+    record = {
+        "month": month, "metric": spec.metric, "experiment_id": experiment, "runs": runs,
+        "champion": None if champion is None else {"version": champion[0], "algorithm":
+                                                    champion[1].meta["algorithm"], "metric": champion_metric},
+        "drift": {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns},
+        "leaderboard": [{k: e.get(k) for k in ("algorithm", "cv_value", "holdout_value", "baseline_value",
+                                               "lift", "trials", "failed")} for e in candidates["leaderboard"]],
+        "best": {k: best[k] for k in ("algorithm", "model_uri", "holdout_value", "cv_value")},
+        "comparisons": [c.to_dict() for c in comparisons],
+        "policy": {"approve": approve, "reasons": reasons},
+        "fit_seconds": candidates.get("fit_seconds"),
+    }
+    _log_side_by_side(record)
+    mlflow.log_dict(record, RECORD_ARTIFACT)                  # last: the month's evaluation is complete
+    return {**record, "fresh": True}
+
+
+def _log_side_by_side(record: dict) -> None:
+    """Champion and every candidate on the month's holdout, as metrics of the month's run."""
+    import mlflow
+
+    metric = record["metric"]
+    values = {f"{e['algorithm']}_holdout_{metric}": e["holdout_value"] for e in record["leaderboard"]}
+    values |= {f"{e['algorithm']}_cv_{metric}": e["cv_value"] for e in record["leaderboard"]}
+    if record["champion"] is not None:
+        values[f"champion_{metric}"] = record["champion"]["metric"]
+    if record["comparisons"]:
+        overall = record["comparisons"][0]
+        values |= {k: overall[k] for k in ("delta", "ci_low", "ci_high")}
+    values["drift_share"] = record["drift"]["share_drifted"]
+    mlflow.log_metrics({k: v for k, v in values.items() if v is not None})
+
+
+def _decide(spec: ModelSpec, month: str, mode: str, record: dict, progress) -> dict:
+    """Register the winner as challenger with the record as evidence; auto/shadow settle it now."""
+    from automl_tasks.registry import summary
+
+    best, runs = record["best"], record["runs"]
+    approve, reasons = record["policy"]["approve"], record["policy"]["reasons"]
     version = promotion.register_candidate(best["model_uri"], spec.name, month=month,
-                                           run_id=candidates["run_id"],
+                                           run_id=runs["tuning"],
                                            tags={"automl.algorithm": best["algorithm"]})
-    champion_before = promotion.current_champion(spec.name)
+    text = summary.decision_markdown(spec.name, version, mode, record)
+    evidence = {"metric": spec.metric, "candidate": best["algorithm"],
+                "candidate_holdout": best["holdout_value"],
+                "champion_metric": (record["champion"] or {}).get("metric"),
+                "comparisons": record["comparisons"], "policy_says": approve}
     decision = promotion.open_decision(spec.name, version, month=month, evidence=evidence,
-                                       evidence_run_id=runs["comparison"], reasons=reasons)
+                                       evidence_run_id=runs["month"], reasons=reasons)
+    summary.publish(spec.name, version, runs["month"], text)
     if mode == "auto" and decision.status == "pending":
         decision = promotion.decide(spec.name, version, approve=approve, decided_by="policy:auto")
     elif mode == "shadow" and decision.status == "pending":
         decision = promotion.decide(spec.name, version, approve=False, decided_by="policy:shadow",
                                     reasons=["shadow mode: compared and recorded, never promoted"])
-    progress(f"{spec.name} {month}: decision {decision.status} for v{version} ({'; '.join(reasons)})")
-    timings.lap("decision")
+    progress(f"{spec.name} {month}: decision {decision.status} for v{version} ({'; '.join(decision.reasons)})")
+    settled = decision.status in ("approved", "rejected")
     return {
         "month": month,
-        "champion_before": champion_before,
-        "champion_after": promotion.current_champion(spec.name),
+        # As the decision recorded them, so a re-run of an old month reports what happened then.
+        "champion_before": decision.champion_before,
+        "champion_after": decision.champion_after if settled else promotion.current_champion(spec.name),
         "decision": {"status": decision.status, "version": version, "reasons": decision.reasons,
-                     "evidence_run_id": runs["comparison"], "policy_says": approve},
-        "drift": {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns},
-        "champion_metric": champion_metric,
-        "candidates": {e["algorithm"]: e["holdout_value"] for e in candidates["leaderboard"]},
+                     "evidence_run_id": runs["month"], "policy_says": approve, "summary": text},
+        "drift": record["drift"],
+        "champion_metric": (record["champion"] or {}).get("metric"),
+        "candidates": {e["algorithm"]: e["holdout_value"] for e in record["leaderboard"]},
         "runs": runs,
-        "timings": timings.laps,
-        "fit_seconds": candidates.get("fit_seconds"),
     }
 
 
@@ -370,3 +459,58 @@ def _month_step(month: str) -> int:
 
 def previous_month(month: str) -> str:
     return shift_month(month, -1)
+
+
+def history(name: str) -> list[dict]:
+    """One row per month run so far: the champion's score, drift, the challenger, the decision.
+
+    Read back from the month runs' records and the registry's decisions, so it shows what
+    each month measured and decided, whoever ran it (DAG, CLI, backfill).
+    """
+    import mlflow
+
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(f"{name}/{PURPOSE}")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], max_results=5000,
+                              filter_string="tags.`automl.kind` = 'decision' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"])
+    decisions = {(d.month, d.evidence_run_id): d for d in promotion.decision_history(name)}
+    rows, seen = [], set()
+    for run in runs:                       # newest first: a month re-run on new data shows its latest
+        month = run.data.tags["automl.month"]
+        if month in seen or RECORD_ARTIFACT not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+            continue
+        seen.add(month)
+        record = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{RECORD_ARTIFACT}"))
+        decision = decisions.get((month, run.info.run_id))
+        overall = record["comparisons"][0] if record["comparisons"] else None
+        rows.append({
+            "month": month, "metric": record["metric"], "champion": (record["champion"] or {}).get("version"),
+            "champion_metric": (record["champion"] or {}).get("metric"),
+            "drift_share": record["drift"]["share_drifted"],
+            "challenger": record["best"]["algorithm"], "challenger_metric": record["best"]["holdout_value"],
+            "delta": overall and overall["delta"], "ci_low": overall and overall["ci_low"],
+            "ci_high": overall and overall["ci_high"],
+            "version": decision and decision.version, "decision": decision.status if decision else "none",
+            "champion_after": decision and decision.champion_after, "run_id": run.info.run_id,
+        })
+    return sorted(rows, key=lambda r: r["month"])
+
+
+def format_history(rows: list[dict], metric: str = "metric") -> str:
+    def num(value, signed=False):
+        return "-" if value is None else (f"{value:+.4f}" if signed else f"{value:.4f}")
+
+    lines = [f"{'month':<8} {'champion':>8} {metric:>9} {'drift':>6}  {'challenger':<18} "
+             f"{'delta [95% CI]':<27} {'decision':<10} {'champion after':>14}"]
+    for r in rows:
+        ci = (f"{num(r['delta'], True)} [{num(r['ci_low'], True)}, {num(r['ci_high'], True)}]"
+              if r["delta"] is not None else "-")
+        lines.append(f"{r['month']:<8} {('v' + r['champion']) if r['champion'] else '-':>8} "
+                     f"{num(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
+                     f"{r['challenger'] + ' ' + num(r['challenger_metric']):<18} {ci:<27} "
+                     f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<10} "
+                     f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}")
+    return "\n".join(lines)

@@ -68,7 +68,9 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     client = tracking.client()
     experiment = tracking.experiment_id(client, spec, purpose)
     tags = tracking.run_tags(spec, "tuning", month, prepared.fingerprint, dag_run_id)
-    with mlflow.start_run(experiment_id=experiment, run_name=f"tune-{month or 'all'}", tags=tags) as run:
+    # Nested when a caller's run is active (the monthly job's month run).
+    with mlflow.start_run(experiment_id=experiment, run_name=f"tune-{month or 'all'}", tags=tags,
+                          nested=mlflow.active_run() is not None) as run:
         try:
             summary = _run(spark, spec, month, chosen, prepared, folds, data_path, slots, client,
                            experiment, run.info.run_id, tags, progress, warm_start or {})

@@ -1,0 +1,75 @@
+"""The decision summary a person reads before approving: markdown from the month's record.
+
+One text serves three places, so the approver, the MLflow run and the registry say the
+same thing: the Airflow approval task's body, the month run's description (and its
+`decision.md` artifact), and the challenger model version's description.
+"""
+
+from __future__ import annotations
+
+from automl_tasks import config
+from automl_tasks.registry import tracking
+
+SUMMARY_ARTIFACT = "decision.md"
+
+
+def run_link(experiment_id: str, run_id: str) -> str:
+    base = config.mlflow_ui_url()
+    return f"[{run_id[:8]}]({base}/#/experiments/{experiment_id}/runs/{run_id})" if base else f"`{run_id}`"
+
+
+def version_link(name: str, version: str) -> str:
+    base = config.mlflow_ui_url()
+    return f"[{name} v{version}]({base}/#/models/{name}/versions/{version})" if base else f"{name} v{version}"
+
+
+def _num(value, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
+    """Metrics side by side, the CIs overall and per segment, drift, the policy's reasons, links."""
+    metric, champion, best = record["metric"], record["champion"], record["best"]
+    policy = record["policy"]
+    verdict = "gates pass" if policy["approve"] else "gates do not pass"
+    lines = [f"### {name} {record['month']}: {best['algorithm']} challenger "
+             f"{version_link(name, version)} vs "
+             f"{'champion v' + champion['version'] if champion else 'no champion yet'}",
+             "", f"Policy: **{verdict}** (promotion mode `{mode}`).", ""]
+    lines += [f"- {reason}" for reason in policy["reasons"]]
+    lines += ["", f"| model | holdout {metric} | CV {metric} | default params | tuning lift |",
+              "|---|---|---|---|---|"]
+    if champion:
+        lines.append(f"| champion v{champion['version']} ({champion['algorithm']}) | "
+                     f"{_num(champion['metric'])} | | | |")
+    for e in record["leaderboard"]:
+        mark = " **(challenger)**" if e["algorithm"] == best["algorithm"] else ""
+        lines.append(f"| {e['algorithm']}{mark} | {_num(e['holdout_value'])} | {_num(e['cv_value'])} | "
+                     f"{_num(e['baseline_value'])} | {_num(e['lift'], signed=True)} |")
+    if record["comparisons"]:
+        lines += ["", f"Challenger minus champion ({metric}, paired bootstrap, 95% CI; positive = better):",
+                  "", "| rows | n | delta | 95% CI | p |", "|---|---|---|---|---|"]
+        for c in record["comparisons"]:
+            ci = (f"{_num(c['ci_low'], True)} .. {_num(c['ci_high'], True)}"
+                  if c["ci_low"] is not None else c.get("note") or "–")
+            lines.append(f"| {c['segment'] or 'all'} | {c['n_rows']} | {_num(c['delta'], True)} | {ci} | "
+                         f"{'–' if c['p_value'] is None else format(c['p_value'], '.3f')} |")
+    drift = record["drift"]
+    lines += ["", f"Drift: {drift['share_drifted']:.0%} of columns drifted"
+              + (f" ({', '.join(drift['drifted_columns'])})." if drift["drifted_columns"] else ".")]
+    runs, experiment = record["runs"], record["experiment_id"]
+    lines += ["", "MLflow: " + ", ".join(f"{step} {run_link(experiment, run_id)}"
+                                         for step, run_id in runs.items())]
+    return "\n".join(lines)
+
+
+def publish(name: str, version: str, month_run_id: str, text: str) -> None:
+    """Put the summary on the month run (artifact and description) and the model version."""
+    c = tracking.client()
+    c.log_text(month_run_id, text, SUMMARY_ARTIFACT)
+    short = text if len(text) <= tracking.MAX_TAG else (
+        text[:tracking.MAX_TAG - 80] + f"\n\n(cut here; the full summary is {SUMMARY_ARTIFACT} on the run)")
+    c.set_tag(month_run_id, "mlflow.note.content", short)
+    c.update_model_version(name, version, description=short)
