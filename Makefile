@@ -9,7 +9,6 @@ export AIRFLOW_HOME ?= $(AUTOML_HOME)/airflow
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_DATA := $(CURDIR)/demo_data
-DEMO_MONTHS ?= 2018-09 2018-10
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AUTOML_SPECS_DIR ?= $(CURDIR)/specs
@@ -33,26 +32,43 @@ check-java:
 	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then \
 	  echo "error: Spark needs Java 17+ (found: $${v:-none}); e.g. apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
 
-# The monthly DAG, in-process (dag.test), on two consecutive demo months: the first
-# makes the first champion, the second compares a retrained challenger with it.
+# The monthly DAG, in-process (dag.test), backfilling DEMO_MONTHS of the demo data in
+# auto mode (the demo's concept shift is at 2018-07), then the last month once more with
+# develop vs master. The specs come from a generated git repo: master = specs/loan_default.yaml,
+# develop = the same plus two bureau features.
+DEMO_MONTHS ?= 2018-01 2018-02 2018-03 2018-04 2018-05 2018-06 2018-07 2018-08 2018-09 2018-10
+DEMO_REPO := $(DEMO_DATA)/specs_repo
+DEMO_LOG := $(AUTOML_HOME)/demo.log
+demo: export AUTOML_SPECS_DIR := $(DEMO_REPO)/specs
+demo: export AUTOML_SPECS_REPO := $(DEMO_REPO)
+demo: export AUTOML_FIRST_MONTH := $(firstword $(DEMO_MONTHS))
+demo: export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 demo: install
-	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA)
+	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA) --specs-repo $(DEMO_REPO) --spec specs/loan_default.yaml
 	@$(BIN)/airflow db migrate >/dev/null
-	@for month in $(DEMO_MONTHS); do \
-	  echo "monthly_retrain for $$month (dag.test, promotion auto): log in $(AUTOML_HOME)/demo-$$month.log"; \
-	  $(BIN)/python scripts/run_dag.py monthly_retrain --date $$month-15T00:00:00+00:00 --conf \
-	    "{\"month\": \"$$month\", \"promotion\": \"auto\"}" > $(AUTOML_HOME)/demo-$$month.log 2>&1 \
-	    || { tail -50 $(AUTOML_HOME)/demo-$$month.log; exit 1; }; \
-	  grep '^RESULT' $(AUTOML_HOME)/demo-$$month.log; \
-	done
+	@# A month's run starts when the month is over: logical date = the first day of the next month.
+	@dates=""; for month in $(DEMO_MONTHS); do \
+	  dates="$$dates --date $$(date -u -d "$$month-01 +1 month" +%Y-%m-01T00:00:00+00:00)"; done; \
+	echo "backfilling monthly_retrain over $(DEMO_MONTHS) (dag.test, promotion auto); log: $(DEMO_LOG)"; \
+	$(BIN)/python scripts/run_dag.py monthly_retrain $$dates --conf '{"promotion": "auto"}' > $(DEMO_LOG) 2>&1 \
+	  || { tail -50 $(DEMO_LOG); exit 1; }; \
+	grep '^RESULT' $(DEMO_LOG) | cut -c1-100
+	@last=$(lastword $(DEMO_MONTHS)); \
+	echo "develop vs master on $$last (the month re-run reuses its runs; log: $(DEMO_LOG:.log=-branches.log))"; \
+	$(BIN)/python scripts/run_dag.py monthly_retrain --date $$(date -u -d "$$last-01 +1 month" +%Y-%m-01T00:00:00+00:00) \
+	  --conf '{"promotion": "auto", "refs": "develop,master"}' > $(DEMO_LOG:.log=-branches.log) 2>&1 \
+	  || { tail -50 $(DEMO_LOG:.log=-branches.log); exit 1; }; \
+	grep -o 'develop vs master .*winner [a-z]*' $(DEMO_LOG:.log=-branches.log) | tail -1
 	@echo
-	@$(BIN)/automl-tasks decisions --model loan_default
+	@$(BIN)/automl-tasks history --model loan_default
 	@echo
-	@echo "Results are in the MLflow store under $(AUTOML_HOME) (experiments loan_default/monthly)."
+	@echo "Results are in the MLflow store under $(AUTOML_HOME) (experiment loan_default/monthly:"
+	@echo "one run per month with the decision summary, monitor/tuning/comparison runs inside it)."
 	@echo "Open the UI with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AUTOML_HOME)/mlflow.db --host 127.0.0.1 --port 5000"
 	@echo "Native models (booster + metadata.json + predict.py): $(AUTOML_HOME)/models/loan_default/"
-	@echo "Airflow task logs of the demo runs: $(AUTOML_HOME)/demo-<month>.log"
+	@echo "Decisions: $(BIN)/automl-tasks decisions --model loan_default"
+	@echo "Airflow task logs of the demo runs: $(DEMO_LOG) and $(DEMO_LOG:.log=-branches.log)"
 
 test: install
 	$(BIN)/pytest -q

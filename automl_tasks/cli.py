@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -38,11 +39,31 @@ def _cmd_compare_branches(args) -> dict:
     return compare_branches(args.repo, args.spec, args.month, refs=tuple(args.refs.split(",")))
 
 
+def _cmd_compare_deployments(args) -> dict:
+    from automl_tasks.pipelines.branches import compare_deployments
+    from automl_tasks.spec import load_spec
+
+    return compare_deployments(load_spec(args.spec), args.month, branches=tuple(args.branches.split(",")))
+
+
 def _cmd_decisions(args) -> dict:
     from automl_tasks.registry import promotion
 
     history = [d.to_dict() for d in promotion.decision_history(args.model)]
     return {"model": args.model, "champion": promotion.current_champion(args.model), "decisions": history}
+
+
+def _cmd_history(args) -> dict:
+    from automl_tasks.pipelines.monthly import history
+
+    rows = history(args.model)
+    return {"model": args.model, "metric": rows[0]["metric"] if rows else None, "months": rows}
+
+
+def _show_history(result: dict) -> None:
+    from automl_tasks.pipelines.monthly import format_history
+
+    print(format_history(result["months"], result["metric"] or "metric"))
 
 
 def _show_decisions(result: dict) -> None:
@@ -66,8 +87,31 @@ def _show_json(result: dict) -> None:
 def _cmd_demo_data(args) -> dict:
     from automl_tasks.data.demo import write_demo_data
 
-    return write_demo_data(args.out, n_months=args.months, rows_per_month=args.rows_per_month,
-                           seed=args.seed, fmt=args.format)
+    written = write_demo_data(args.out, n_months=args.months, rows_per_month=args.rows_per_month,
+                              seed=args.seed, fmt=args.format)
+    if args.specs_repo:
+        written["specs_repo"] = _demo_specs_repo(args.specs_repo, args.spec, written)
+    return written
+
+
+def _demo_specs_repo(repo: str, spec_file: str | None, written: dict) -> dict:
+    """master: the given spec on the demo data; develop: the same plus the bureau features."""
+    import shutil
+
+    import yaml
+
+    from automl_tasks.data.demo import develop_variant, write_specs_repo
+    from automl_tasks.errors import SpecError
+
+    if not spec_file:
+        raise SpecError("--specs-repo needs --spec: the spec to commit on master")
+    master = yaml.safe_load(open(spec_file))
+    master["data"] = {**master["data"], "source": written["loans"]}
+    shutil.rmtree(repo, ignore_errors=True)            # generated, like the data beside it
+    name = f"specs/{Path(spec_file).name}"
+    commits = write_specs_repo(repo, name, {"master": master,
+                                            "develop": develop_variant(master, written["bureau"])})
+    return {"path": str(Path(repo).resolve()), "spec": name, "commits": commits}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
     branches.add_argument("--json", action="store_true")
     branches.set_defaults(run=_cmd_compare_branches)
 
+    deployments = sub.add_parser(
+        "compare-deployments",
+        help="compare the models two deployments tuned for a month (runs tagged automl.branch)")
+    deployments.add_argument("--spec", required=True, help="model spec YAML (names the model)")
+    deployments.add_argument("--month", required=True, help="the holdout month, YYYY-MM")
+    deployments.add_argument("--branches", default="develop,master", help="candidate,baseline branch tags")
+    deployments.add_argument("--json", action="store_true")
+    deployments.set_defaults(run=_cmd_compare_deployments)
+
     decisions = sub.add_parser("decisions", help="promotion decisions and the current champion of a model")
     decisions.add_argument("--model", required=True, help="registered model name (the spec's name)")
     decisions.add_argument("--json", action="store_true")
     decisions.set_defaults(run=_cmd_decisions, show=_show_decisions)
+
+    hist = sub.add_parser("history", help="month by month: champion score, drift, challenger, decision")
+    hist.add_argument("--model", required=True, help="registered model name (the spec's name)")
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(run=_cmd_history, show=_show_history)
 
     demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
     demo.add_argument("--out", required=True)
@@ -109,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows-per-month", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    demo.add_argument("--specs-repo", help="also write a git repo of specs: master = --spec on this data, "
+                                           "develop = the same plus the bureau features")
+    demo.add_argument("--spec", help="the spec to commit on master (with --specs-repo)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(run=_cmd_demo_data)
     return parser

@@ -17,10 +17,19 @@ from pathlib import Path
 import pendulum
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, task, task_group
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
+SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the specs, for develop vs master
+# The first month a backfill (catchup) builds; a deployment sets it to where its history starts.
+FIRST_MONTH = os.environ.get("AUTOML_FIRST_MONTH", "2018-01")
 APPROVE, REJECT = "Approve", "Reject"
 EVALUATE = "per_spec.evaluate"
+
+
+def _month(params, data_interval_start) -> str:
+    """The Param month, else the month the run covers (its data interval; a backfill walks them)."""
+    return params.get("month") or data_interval_start.strftime("%Y-%m")
 
 
 class ChallengerApproval(HITLOperator):
@@ -41,8 +50,9 @@ class ChallengerApproval(HITLOperator):
 
 @dag(
     dag_id="monthly_retrain",
-    schedule="@monthly",
-    start_date=pendulum.datetime(2018, 7, 1, tz="UTC"),
+    # Data-interval semantics: the run that starts on Feb 1 covers January, whose data is complete.
+    schedule=CronDataIntervalTimetable("@monthly", timezone="UTC"),
+    start_date=pendulum.datetime(*map(int, FIRST_MONTH.split("-")), 1, tz="UTC"),
     catchup=True,
     max_active_runs=1,            # months in order: each month's champion is the previous decision's
     tags=["automl", "monthly"],
@@ -53,6 +63,10 @@ class ChallengerApproval(HITLOperator):
                        description="YYYY-MM; empty: the run's logical month"),
         "promotion": Param(None, type=["null", "string"], enum=[None, "auto", "manual", "shadow"],
                            description="Override the spec's promotion.mode"),
+        "refs": Param(os.environ.get("AUTOML_COMPARE_REFS"), type=["null", "string"],
+                      pattern=r"^[^,\s]+,[^,\s]+$",
+                      description="candidate,baseline git refs (e.g. develop,master) of the specs repo "
+                                  "(AUTOML_SPECS_REPO) to train and compare; empty: no branch comparison"),
     },
 )
 def monthly_retrain():
@@ -69,7 +83,7 @@ def monthly_retrain():
             from automl_tasks.pipelines.monthly import run_monthly
             from automl_tasks.spec import load_spec
 
-            month = params.get("month") or data_interval_start.strftime("%Y-%m")
+            month = _month(params, data_interval_start)
             spec = load_spec(spec_path)
             summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
             return {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
@@ -79,8 +93,7 @@ def monthly_retrain():
         approval = ChallengerApproval(
             task_id="approve_challenger",
             subject=f"Promote {{{{ {pull}['name'] }}}} v{{{{ {pull}['decision']['version'] }}}} to champion?",
-            body=(f"{{{{ {pull}['decision']['reasons'] | join('\n\n') }}}}\n\n"
-                  f"Evidence: MLflow run {{{{ {pull}['decision']['evidence_run_id'] }}}}"),
+            body=f"{{{{ {pull}['decision']['summary'] }}}}",   # markdown: metrics, CIs, drift, links
             options=[APPROVE, REJECT],
         )
 
@@ -97,8 +110,26 @@ def monthly_retrain():
                                         decided_by=f"user:{person or 'unknown'}")
             return {"status": decision.status, "champion_after": decision.champion_after}
 
+        @task
+        def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None) -> dict:
+            """Develop vs master: the spec as on two git refs, trained and compared on the month."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not params.get("refs"):
+                raise AirflowSkipException("no refs to compare (Param refs / AUTOML_COMPARE_REFS)")
+            if not SPECS_REPO:
+                raise AirflowSkipException("AUTOML_SPECS_REPO is not set: no git repo to read refs from")
+            inside = os.path.relpath(os.path.realpath(spec_path), os.path.realpath(SPECS_REPO))
+            if inside.startswith(".."):
+                raise AirflowSkipException(f"{spec_path} is not inside AUTOML_SPECS_REPO {SPECS_REPO}")
+            from automl_tasks.pipelines.branches import compare_branches
+
+            return compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
+                                    refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
+
         result >> approval
         apply_decision(result, approval.output)
+        compare_refs(spec_path)
 
     per_spec.expand(spec_path=list_specs())
 

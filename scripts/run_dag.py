@@ -51,9 +51,15 @@ def answer_when_asked(dag_id: str, option: str, stop: threading.Event) -> None:
 
 
 def main() -> None:
+    import warnings
+
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.deprecation_tools import DeprecatedImportWarning
 
+    # skops (loaded by mlflow) scans every loaded module's attributes, which touches each of
+    # Airflow's deprecated import aliases: thousands of warning lines that bury the task logs.
+    warnings.filterwarnings("ignore", category=DeprecatedImportWarning)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dag_id")
     parser.add_argument("--date", action="append", required=True, help="logical date (ISO 8601)")

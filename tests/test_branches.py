@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,11 +12,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from automl_tasks.data.demo import write_specs_repo
 from automl_tasks.data.prepare import load_frame
 from automl_tasks.errors import DataError, SpecError
-from automl_tasks.pipelines.branches import _check_same_rows, _ordered, compare_branches
+from automl_tasks.pipelines.branches import _check_same_rows, _ordered, compare_branches, compare_deployments
 from automl_tasks.pipelines.monthly import _holdout
-from automl_tasks.spec import load_spec
+from automl_tasks.spec import load_spec, load_spec_at_ref
+from automl_tasks.tuning.job import tune
 from tests.support.specs import FEATURES, spec_dict
 
 SPEC = "specs/loans.yaml"
@@ -36,25 +37,9 @@ def _spec(demo_dir: Path, name: str, task: str = "binary", **override) -> dict:
                                          "algorithms": XGBOOST, **override})
 
 
-def _git(repo: Path, *args: str) -> str:
-    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
-    return subprocess.run(["git", *identity, *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def _branch_repo(root: Path, master: dict, develop: dict) -> dict[str, str]:
     """A repo whose master holds `master` at SPEC and whose develop (from master) holds `develop`."""
-    (root / "specs").mkdir(parents=True)
-    _git(root, "init", "-q", "-b", "master")
-    commits = {}
-    for branch, spec in (("master", master), ("develop", develop)):
-        if branch == "develop":
-            _git(root, "checkout", "-q", "-b", "develop")
-        (root / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
-        _git(root, "add", SPEC)
-        _git(root, "commit", "-q", "-m", f"loans spec on {branch}")
-        commits[branch] = _git(root, "rev-parse", "HEAD")
-    return commits
+    return write_specs_repo(root, SPEC, {"master": master, "develop": develop})
 
 
 def _nothing_logged(tracking: str, name: str) -> bool:
@@ -114,6 +99,31 @@ def test_develop_vs_master_on_the_same_month_and_rerun(tmp_path, demo_dir, spark
     for kind, count in (("tuning", 2), ("comparison", 1)):
         runs = client.search_runs([experiment.experiment_id], f"tags.`automl.kind` = '{kind}'")
         assert len(runs) == count, kind
+
+
+def test_two_deployments_compared_by_their_branch_tags(tmp_path, demo_dir, spark, tracking):
+    """Each deployment tunes its own spec; the comparison finds their runs by automl.branch."""
+    repo = tmp_path / "repo"
+    commits = _branch_repo(repo, master=_spec(demo_dir, "deploy_test", features=BASE_FEATURES),
+                           develop=_spec(demo_dir, "deploy_test", features=FEATURES))
+    tuned = {ref: tune(load_spec_at_ref(repo, ref, SPEC), MONTH, spark=spark, purpose="monthly", **QUIET)
+             for ref in ("develop", "master")}
+    spec = load_spec(repo / SPEC)
+
+    result = compare_deployments(spec, MONTH, spark=spark, **QUIET)
+    assert result["reused"] is False
+    for ref in ("develop", "master"):
+        assert result["refs"][ref]["run_id"] == tuned[ref]["run_id"]
+        assert result["refs"][ref]["commit"] == commits[ref]
+        assert result["refs"][ref]["holdout_value"] == pytest.approx(tuned[ref]["best"]["holdout_value"])
+    overall = result["comparison"]
+    assert overall["n_rows"] == 400 and overall["ci_low"] <= overall["delta"] <= overall["ci_high"]
+    # The same two runs compared by the git-ref path: the very same comparison, reused.
+    again = compare_branches(repo, SPEC, MONTH, spark=spark, **QUIET)
+    assert again["reused"] is True and again["run_id"] == result["run_id"]
+
+    with pytest.raises(DataError, match=r"no FINISHED tuning run for month 2017-12 tagged automl.branch='develop'"):
+        compare_deployments(spec, "2017-12", spark=spark, **QUIET)
 
 
 def test_specs_of_different_tasks_fail_before_anything_is_logged(tmp_path, demo_dir, tracking):

@@ -1,4 +1,5 @@
-"""DAGs: light to parse, and the monthly DAG end to end under dag.test() with a person approving."""
+"""DAGs: light to parse, and the monthly DAG end to end under dag.test() (auto mode; the manual
+mode, answered over the REST API, is in test_dag_rest_approval.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
 from mlflow import MlflowClient
 
+from automl_tasks.data.demo import develop_variant, write_specs_repo
+from automl_tasks.registry import promotion
 from tests.support.specs import spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
-
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow")
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-           "PYTHONPATH": str(ROOT)}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
-    return env
 
 
 def test_dag_files_parse_without_heavy_imports(airflow_env):
@@ -46,29 +36,38 @@ def test_dag_files_parse_without_heavy_imports(airflow_env):
     assert heavy == []
 
 
-def test_monthly_dag_waits_for_a_person_and_applies_the_approval(airflow_env, demo_dir, tmp_path, tracking):
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    raw = spec_dict("binary", name="dag_monthly", segment="segment",
-                    data={"source": str(demo_dir / "loans")})
-    (specs / "dag_monthly.yaml").write_text(yaml.safe_dump(raw))
-    env = {**airflow_env, "AUTOML_SPECS_DIR": str(specs), "MLFLOW_TRACKING_URI": tracking,
+def test_monthly_dag_backfills_months_in_auto_mode_with_develop_vs_master(airflow_env, demo_dir, tmp_path,
+                                                                         tracking):
+    """Two months through the real DAG in one process, months from the runs' data intervals."""
+    repo = tmp_path / "specs_repo"
+    xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [20]}}}
+    master = spec_dict("binary", name="dag_monthly", segment="segment", algorithms=xgboost_only,
+                       data={"source": str(demo_dir / "loans")})
+    commits = write_specs_repo(repo, "specs/dag_monthly.yaml",
+                               {"master": master, "develop": develop_variant(master, str(demo_dir / "bureau.parquet"))})
+    env = {**airflow_env, "AUTOML_SPECS_DIR": str(repo / "specs"), "AUTOML_SPECS_REPO": str(repo),
+           "AUTOML_FIRST_MONTH": "2017-10", "MLFLOW_TRACKING_URI": tracking,
            "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
-    conf = {"month": "2017-10", "promotion": "manual"}
+    # A month's run starts once the month is over: these are the runs for 2017-10 and 2017-11.
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_dag.py"), "monthly_retrain",
-                          "--date", "2018-08-01T00:00:00+00:00", "--conf", json.dumps(conf),
-                          "--answer", "Approve"],
+                          "--date", "2017-11-01T00:00:00+00:00", "--date", "2017-12-01T00:00:00+00:00",
+                          "--conf", json.dumps({"promotion": "auto", "refs": "develop,master"})],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-4000:]
-    assert "ANSWERED per_spec.approve_challenger[0] Approve" in out.stdout
-    result = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
-    assert result["state"] == "success", result
-    assert result["tasks"]["per_spec.apply_decision[0]"] == "success"
+    results = [json.loads(line[len("RESULT "):]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert [r["state"] for r in results] == ["success", "success"], results
+    for result in results:
+        assert result["tasks"]["per_spec.approve_challenger[0]"] == "success"   # nobody asked in auto mode
+        assert result["tasks"]["per_spec.compare_refs[0]"] == "success"
 
     client = MlflowClient(tracking)
-    champion = client.get_model_version_by_alias("dag_monthly", "champion")
-    assert champion.tags["automl.decision.status"] == "approved"
-    assert champion.tags["automl.decision.decided_by"] == "user:tester"
-    runs = client.search_runs([client.get_experiment_by_name("dag_monthly/monthly").experiment_id])
-    assert runs and all(r.data.tags.get("automl.dag_run_id", "").startswith("manual__") for r in runs
-                        if r.data.tags.get("automl.kind") in ("evaluation", "comparison", "tuning"))
+    experiment = client.get_experiment_by_name("dag_monthly/monthly").experiment_id
+    months = client.search_runs([experiment], "tags.`automl.kind` = 'decision'")
+    assert sorted(r.data.tags["automl.month"] for r in months) == ["2017-10", "2017-11"]
+    assert all(r.data.tags["automl.git_commit"] == commits["master"] for r in months)
+    assert all(r.data.tags["automl.dag_run_id"].startswith("manual__") for r in months)
+    first = promotion.decision_history("dag_monthly")[0]
+    assert first.month == "2017-10" and first.status == "approved" and first.decided_by == "policy:auto"
+    branch_runs = client.search_runs([experiment], "tags.`automl.compare` = 'develop_vs_master'")
+    assert sorted(r.data.tags["automl.month"] for r in branch_runs) == ["2017-10", "2017-11"]
+    assert {r.data.tags["automl.develop_commit"] for r in branch_runs} == {commits["develop"]}

@@ -219,3 +219,48 @@ def write_demo_data(out_dir, *, n_months=24, rows_per_month=2000, start="2017-01
     bureau_path = out / "bureau.parquet"
     _write_atomic(generate_bureau(loans, seed=seed), bureau_path, "parquet")
     return {"loans": str(loans_path), "bureau": str(bureau_path)}
+
+
+BUREAU_FEATURES = ["bureau_score", "num_late_payments"]
+
+
+def develop_variant(master: dict, bureau_path: str) -> dict:
+    """The demo's `develop` spec: master plus the bureau table's two useful columns."""
+    data = {**master["data"], "join": [{"source": bureau_path, "on": "id"}]}
+    return {**master, "data": data, "features": list(master["features"]) + BUREAU_FEATURES}
+
+
+def write_specs_repo(repo_dir, spec_path: str, branches: dict[str, dict]) -> dict[str, str]:
+    """A git repo holding one spec file per branch (the first branch is the root); returns commits.
+
+    Each later branch starts from the first one, like a feature branch off master.
+    """
+    import subprocess
+
+    import yaml
+
+    repo = Path(repo_dir)
+    if repo.exists() and any(repo.iterdir()):
+        raise ValueError(f"{repo} exists and is not empty; remove it or pick another folder")
+    (repo / spec_path).parent.mkdir(parents=True, exist_ok=True)
+
+    # Fixed identity and dates: the same specs give the same commits, so a re-run reuses its runs.
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2018-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2018-01-01T00:00:00Z"}
+
+    def git(*args: str) -> str:
+        identity = ["-c", "user.name=automl demo", "-c", "user.email=demo@localhost", "-c", "commit.gpgsign=false"]
+        return subprocess.run(["git", *identity, *args], cwd=repo, check=True, capture_output=True,
+                              text=True, env=env).stdout.strip()
+
+    names = list(branches)
+    git("init", "-q", "-b", names[0])
+    commits = {}
+    for branch in names:
+        if branch != names[0]:
+            git("checkout", "-q", "-b", branch, names[0])
+        (repo / spec_path).write_text(yaml.safe_dump(branches[branch], sort_keys=False))
+        git("add", spec_path)
+        git("commit", "-q", "-m", f"{spec_path} on {branch}")
+        commits[branch] = git("rev-parse", "HEAD")
+    git("checkout", "-q", names[0])
+    return commits

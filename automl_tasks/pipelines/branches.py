@@ -34,11 +34,11 @@ import numpy as np
 from automl_tasks.data.prepare import Prepared, load_frame, prepare
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
-from automl_tasks.pipelines.monthly import (PURPOSE, _aligned, _holdout, _stderr, compare_models,
-                                            load_run_model, tuned_candidates)
+from automl_tasks.pipelines.monthly import (PURPOSE, _aligned, _candidate_summary, _holdout, _stderr,
+                                            compare_models, load_run_model, tuned_candidates)
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark
-from automl_tasks.spec import ModelSpec, check_month, load_spec_at_ref
+from automl_tasks.spec import ModelSpec, check_month, load_spec_at_ref, parse_spec
 
 # Fields that make two specs "the same model": one experiment, one metric to compare on.
 SAME_FIELDS = ("name", "task", "metric")
@@ -68,6 +68,56 @@ def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "mast
     experiment = tracking.experiment_id(client, specs[0], PURPOSE)
     tuned = [tuned_candidates(client, experiment, spec, prep, month, spark=spark, progress=progress,
                               dag_run_id=dag_run_id) for spec, prep in zip(specs, prepared)]
+    return _compare_tuned(spark, client, experiment, specs, refs, prepared, tuned, month, progress, dag_run_id)
+
+
+def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "master"), spark=None,
+                        progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None) -> dict:
+    """Compare the models two deployments tuned for `month` (their runs' `automl.branch` tags).
+
+    Each deployment's latest FINISHED tuning run for the month in `<name>/monthly` is
+    found by its branch tag; its logged spec says which data it needs. Both best models
+    re-score the same held-out rows and are compared exactly as `compare_branches` does.
+    """
+    check_month(month)
+    branches = tuple(branches)
+    if len(branches) != 2 or branches[0] == branches[1]:
+        raise SpecError(f"branches must name two different deployments, got {list(branches)}")
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, spec, PURPOSE)
+    runs = [_deployment_run(client, experiment, spec.name, branch, month) for branch in branches]
+    specs = [_logged_spec(run) for run in runs]
+    _check_comparable(specs, branches, f"{spec.name}/{PURPOSE} runs")
+    spark = spark or get_spark()
+    prepared = [prepare(spark, s, month) for s in specs]          # every data check, before any write
+    tuned = [_candidate_summary(client, run) for run in runs]
+    return _compare_tuned(spark, client, experiment, specs, branches, prepared, tuned, month, progress,
+                          dag_run_id)
+
+
+def _deployment_run(client, experiment: str, name: str, branch: str, month: str):
+    runs = client.search_runs(
+        [experiment], filter_string=(f"tags.`automl.kind` = 'tuning' and tags.`automl.month` = '{month}' "
+                                     f"and tags.`automl.branch` = '{branch}' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise DataError(f"no FINISHED tuning run for month {month} tagged automl.branch={branch!r} in "
+                        f"experiment {name}/{PURPOSE}; has that deployment run the month?")
+    return runs[0]
+
+
+def _logged_spec(run) -> ModelSpec:
+    """The spec a tuning run logged, with the branch and commit it was tagged with."""
+    import mlflow
+
+    text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/spec.yaml")
+    tags = run.data.tags
+    return parse_spec(text, f"run {run.info.run_id} spec.yaml",
+                      {"branch": tags["automl.branch"], "git_commit": tags.get("automl.git_commit", "none")})
+
+
+def _compare_tuned(spark, client, experiment, specs, refs, prepared, tuned, month, progress, dag_run_id):
+    """Both tuned models on the same holdout rows: one comparison run (reused when identical)."""
     tags = _comparison_tags(specs, refs, prepared[0], tuned, month, dag_run_id)
     earlier = _find_comparison(client, experiment, tags)
     if earlier is not None:
