@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.support.processes import die_with_parent, free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 START_SH = REPO / "mlflow_server" / "start.sh"
@@ -22,21 +22,6 @@ START_SH = REPO / "mlflow_server" / "start.sh"
 _SERVER_VARS = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_AUTH",
                 "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_DATABASE_URI", "MLFLOW_HOST",
                 "MLFLOW_PORT", "MLFLOW_WORKERS", "MLFLOW_HOME")
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the test process dies, even by SIGKILL, so
-    a killed pytest leaves no orphaned server (the CLI forwards SIGTERM to its worker)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -64,7 +49,7 @@ class Server:
             self.proc = subprocess.Popen(["bash", str(START_SH), *extra_args], cwd=root,
                                          stdout=log, stderr=subprocess.STDOUT, env=server_env,
                                          start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -92,28 +77,7 @@ class Server:
         return [int(pid) for pid in out.split()]
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        # The group leader may be gone while a worker lingers: make sure none is left.
-        deadline = time.monotonic() + 10
-        while self._group_alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            if self._group_alive():
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        stop_group(self.proc)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,208 @@
+"""monthly_retrain in `manual` mode waits for a person, who answers over the Airflow REST API.
+
+Real components: the DAG runs under dag.test() in its own process (`scripts/run_dag.py`
+without --answer, so nothing in that process answers), a real `airflow api-server` on
+127.0.0.1 shares its SQLite metadata DB, and a real MLflow server records the decision.
+The test acts as the person: it logs in (`POST /auth/token`), finds the waiting approval
+task through the HITL list endpoint and answers it with `PATCH .../hitlDetails`.
+
+Approve runs first (2017-10, no champion yet), then Reject (2017-11): months are in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.support.airflow_api import USER, airflow_api_server
+from tests.support.processes import die_with_parent, stop_group
+from tests.support.specs import spec_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+DAG_ID = "monthly_retrain"
+APPROVAL, APPLY = "per_spec.approve_challenger", "per_spec.apply_decision"
+MODEL = "dag_rest"               # its own registered model: the MLflow server is shared by the session
+RUN_TIMEOUT_S = 1800             # one DAG run is ~2 min on an idle 2-core machine; shared machines are slower
+
+# What the Approve test leaves for the Reject test (the months must run in order).
+_state: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def api(airflow_env, tmp_path_factory):
+    with airflow_api_server(airflow_env, tmp_path_factory.mktemp("airflow-api")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def specs_dir(demo_dir, tmp_path_factory):
+    specs = tmp_path_factory.mktemp("rest-specs")
+    raw = spec_dict("binary", name=MODEL, segment="segment", data={"source": str(demo_dir / "loans")})
+    (specs / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
+    return specs
+
+
+# ---------------------------------------------------------------- helpers
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def _same_instant(iso: str | None, date: str) -> bool:
+    return iso is not None and datetime.fromisoformat(iso.replace("Z", "+00:00")) == datetime.fromisoformat(date)
+
+
+def _waiting_approval(api, date: str) -> dict | None:
+    """The unanswered HITL detail of the approval task (map index 0) of the run at `date`, if parked."""
+    page = api.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails",
+                        params={"task_id": APPROVAL, "map_index": 0, "response_received": False})
+    for detail in page["hitl_details"]:
+        ti = detail["task_instance"]
+        if _same_instant(ti["logical_date"], date) and ti["state"] == "awaiting_input":
+            return detail
+    return None
+
+
+def _ti_path(run_id: str, task_id: str, map_index: int = 0) -> str:
+    return f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}"
+
+
+def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, date: str,
+                                 answer: str) -> dict:
+    """Run the DAG for `month` (manual mode), answer its approval over REST; return what happened."""
+    out_path, err_path = tmp_path / "run_dag.out", tmp_path / "run_dag.err"
+    conf = {"month": month, "promotion": "manual"}
+    started = time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_dag.py"), DAG_ID,
+                                 "--date", date, "--conf", json.dumps(conf)],
+                                env=env, cwd=ROOT, stdout=out, stderr=err,
+                                start_new_session=True, preexec_fn=die_with_parent)
+
+    def why() -> str:
+        return (f"\n--- run_dag stdout ---\n{_tail(out_path, 2000)}\n--- run_dag stderr ---\n"
+                f"{_tail(err_path)}\n--- api-server log ---\n{api.log_tail(2000)}")
+
+    try:
+        # 1. The run parks the approval task and waits for a person.
+        detail = None
+        while detail is None:
+            assert proc.poll() is None, f"run_dag exited {proc.returncode} before asking anyone{why()}"
+            assert time.monotonic() - started < RUN_TIMEOUT_S, f"no approval task waiting{why()}"
+            detail = _waiting_approval(api, date)
+            if detail is None:
+                time.sleep(3)
+        asked_after = time.monotonic() - started
+        run_id = detail["task_instance"]["dag_run_id"]
+        assert detail["options"] == ["Approve", "Reject"] and detail["multiple"] is False, detail
+        version = re.fullmatch(rf"Promote {MODEL} v(\d+) to champion\?", detail["subject"])
+        assert version, detail["subject"]
+        # Still waiting a while later: nobody but the person moves it on.
+        time.sleep(5)
+        assert proc.poll() is None, f"run_dag exited {proc.returncode} without an answer{why()}"
+        assert _waiting_approval(api, date) is not None, why()
+        apply_ti = api.get(_ti_path(run_id, APPLY))  # 404 if not expanded yet
+        assert apply_ti.status_code in (200, 404), (apply_ti.status_code, apply_ti.text)
+        assert apply_ti.status_code == 404 or apply_ti.json()["state"] is None, apply_ti.json()
+
+        # 2. The person answers over REST.
+        path = _ti_path(run_id, APPROVAL) + "/hitlDetails"
+        resp = api.patch(path, json={"chosen_options": [answer]})
+        assert resp.status_code == 200, f"PATCH {path} -> {resp.status_code} {resp.text}{why()}"
+        assert resp.json()["chosen_options"] == [answer]
+        assert resp.json()["responded_by"] == {"id": USER, "name": USER}
+
+        # 3. The run resumes and applies the answer.
+        try:
+            rc = proc.wait(timeout=max(60.0, RUN_TIMEOUT_S - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run_dag did not finish after the answer{why()}")
+        assert rc == 0, f"run_dag exited {rc}{why()}"
+        stdout = out_path.read_text()
+        assert "RESULT " in stdout, why()
+        result = json.loads(stdout.split("RESULT ", 1)[1].splitlines()[0])
+        answered = api.get_json(path)
+        return {"result": result, "run_id": run_id, "version": version.group(1), "answered": answered,
+                "asked_after_s": round(asked_after), "total_s": round(time.monotonic() - started),
+                "why": why()}
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)
+
+
+def _env(airflow_env: dict, specs_dir: Path, tracking: str) -> dict:
+    # No branch comparison (compare_refs skips): only the approval path is under test here.
+    base = {k: v for k, v in airflow_env.items() if k not in ("AUTOML_COMPARE_REFS", "AUTOML_SPECS_REPO")}
+    return {**base, "AUTOML_SPECS_DIR": str(specs_dir), "MLFLOW_TRACKING_URI": tracking,
+            "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
+
+
+# ---------------------------------------------------------------- tests
+
+def test_rest_api_needs_a_token(api):
+    resp = api.get("/api/v2/dags", auth=False)
+    assert resp.status_code == 401, (resp.status_code, resp.text, api.log_tail())
+    resp = api.patch(f"/api/v2/dags/{DAG_ID}/dagRuns/x/taskInstances/{APPROVAL}/0/hitlDetails",
+                     auth=False, json={"chosen_options": ["Approve"]})
+    assert resp.status_code == 401, (resp.status_code, resp.text)
+    wrong = api.http.post("/auth/token", json={"username": USER, "password": "not-the-password"})
+    assert wrong.status_code == 401, (wrong.status_code, wrong.text)
+    assert api.get("/api/v2/dags").status_code == 200, api.log_tail()
+
+
+def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
+    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
+                                       month="2017-10", date="2018-08-01T00:00:00+00:00", answer="Approve")
+    print(f"approve: asked after {run['asked_after_s']}s, done after {run['total_s']}s")
+    result = run["result"]
+    assert result["state"] == "success", (result, run["why"])
+    assert result["tasks"][f"{APPROVAL}[0]"] == "success", result
+    assert result["tasks"][f"{APPLY}[0]"] == "success", result
+    assert run["answered"]["response_received"] is True
+    assert run["answered"]["chosen_options"] == ["Approve"]
+    assert run["answered"]["responded_by_user"] == {"id": USER, "name": USER}
+
+    client = MlflowClient(tracking)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.version == run["version"]
+    assert champion.tags["automl.decision.status"] == "approved"
+    assert champion.tags["automl.decision.decided_by"] == f"user:{USER}"
+    assert champion.tags["automl.decision.month"] == "2017-10"
+    assert "challenger" not in client.get_registered_model(MODEL).aliases
+    _state["approved"] = champion.version
+
+
+def test_person_rejects_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
+    if "approved" not in _state:
+        pytest.skip("needs the approved 2017-10 champion of test_person_approves_over_rest")
+    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
+                                       month="2017-11", date="2018-09-01T00:00:00+00:00", answer="Reject")
+    print(f"reject: asked after {run['asked_after_s']}s, done after {run['total_s']}s")
+    result = run["result"]
+    assert result["state"] == "success", (result, run["why"])
+    assert result["tasks"][f"{APPLY}[0]"] == "success", result
+    assert run["answered"]["chosen_options"] == ["Reject"]
+    assert run["answered"]["responded_by_user"] == {"id": USER, "name": USER}
+
+    client = MlflowClient(tracking)
+    assert run["version"] != _state["approved"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == _state["approved"]
+    rejected = client.get_model_version(MODEL, run["version"])
+    assert rejected.tags["automl.decision.status"] == "rejected"
+    assert rejected.tags["automl.decision.decided_by"] == f"user:{USER}"
+    assert rejected.tags["automl.decision.month"] == "2017-11"
+    assert "challenger" not in client.get_registered_model(MODEL).aliases
