@@ -52,7 +52,7 @@ demo: install
 	echo "backfilling monthly_retrain over $(DEMO_MONTHS) (dag.test, promotion auto); log: $(DEMO_LOG)"; \
 	$(BIN)/python scripts/run_dag.py monthly_retrain $$dates --conf '{"promotion": "auto"}' > $(DEMO_LOG) 2>&1 \
 	  || { tail -50 $(DEMO_LOG); exit 1; }; \
-	grep '^RESULT' $(DEMO_LOG) | cut -c1-100
+	sed -nE 's/^RESULT \{"logical_date": "([^"]*)", "state": "([^"]*)".*/  run at \1 (for the month before): \2/p' $(DEMO_LOG)
 	@last=$(lastword $(DEMO_MONTHS)); \
 	echo "develop vs master on $$last (the month re-run reuses its runs; log: $(DEMO_LOG:.log=-branches.log))"; \
 	$(BIN)/python scripts/run_dag.py monthly_retrain --date $$(date -u -d "$$last-01 +1 month" +%Y-%m-01T00:00:00+00:00) \
