@@ -119,7 +119,7 @@ def _logged_spec(run) -> ModelSpec:
 def _compare_tuned(spark, client, experiment, specs, refs, prepared, tuned, month, progress, dag_run_id):
     """Both tuned models on the same holdout rows: one comparison run (reused when identical)."""
     tags = _comparison_tags(specs, refs, prepared[0], tuned, month, dag_run_id)
-    earlier = _find_comparison(client, experiment, tags)
+    earlier = _find_comparison(client, experiment, tags, refs)
     if earlier is not None:
         progress(f"{specs[0].name} {month}: reusing comparison run {earlier.info.run_id}")
         return _stored_result(earlier.info.run_id)
@@ -160,10 +160,13 @@ def _comparison_tags(specs, refs, prepared: Prepared, tuned, month, dag_run_id) 
     return tags
 
 
-def _find_comparison(client, experiment: str, tags: dict[str, str]):
-    """A FINISHED comparison of the very same two tuning runs on the same month, if any."""
+def _find_comparison(client, experiment: str, tags: dict[str, str], refs: tuple):
+    """A FINISHED comparison of the very same two tuning runs on the same month, if any.
+
+    Whoever ran it (another DAG run, the CLI) does not matter: automl.dag_run_id is no key.
+    """
     keys = ["automl.kind", "automl.month", "automl.compare",
-            *[k for k in tags if k.endswith(("_commit", "_run_id")) and k != "automl.git_commit"]]
+            *[f"automl.{_tag_key(ref)}_{what}" for ref in refs for what in ("commit", "run_id")]]
     condition = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
     runs = client.search_runs([experiment], filter_string=f"{condition} and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
