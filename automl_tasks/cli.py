@@ -60,6 +60,24 @@ def _cmd_history(args) -> dict:
     return {"model": args.model, "metric": rows[0]["metric"] if rows else None, "months": rows}
 
 
+def _cmd_ablation(args) -> dict:
+    from automl_tasks.ablation.study import request, run_ablation
+    from automl_tasks.spark import get_spark
+    from automl_tasks.spec import load_spec
+
+    spec, spark = load_spec(args.spec), get_spark()
+    candidates, tables = request(spark, spec, candidates=args.candidates, table=args.table, on=args.on,
+                                 as_of=args.as_of)
+    return run_ablation(spec, args.month, candidates=candidates, tables=tables, repeats=args.repeats,
+                        folds=args.folds, direction=args.direction, spark=spark)
+
+
+def _show_ablation(result: dict) -> None:
+    from automl_tasks.ablation.study import format_results
+
+    print(format_results(result))
+
+
 def _show_history(result: dict) -> None:
     from automl_tasks.pipelines.monthly import format_history
 
@@ -160,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--model", required=True, help="registered model name (the spec's name)")
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(run=_cmd_history, show=_show_history)
+
+    ablation = sub.add_parser("ablation", help="add-one-feature (or drop-one) study with confidence "
+                                               "intervals, logged to MLflow <name>/ablation")
+    ablation.add_argument("--spec", required=True, help="model spec YAML")
+    ablation.add_argument("--month", help="holdout month YYYY-MM; the study trains on the months before it")
+    ablation.add_argument("--candidates", help="candidate columns (comma-separated); default: the spec's "
+                                               "ablation.candidates, else every column of the table")
+    ablation.add_argument("--table", help="candidate table (parquet/csv path or table:db.name) to left-join")
+    ablation.add_argument("--on", help="join key(s) of --table, comma-separated")
+    ablation.add_argument("--as-of", help="time column of --table for a point-in-time join "
+                                          "(default: its as_of column when it has one)")
+    ablation.add_argument("--repeats", type=int, help="repeats of the k-fold (default ablation.repeats)")
+    ablation.add_argument("--folds", type=int, help="folds per repeat (default ablation.folds)")
+    ablation.add_argument("--direction", choices=["add", "drop"], default="add",
+                          help="add: base + one candidate; drop: base - one base feature")
+    ablation.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    ablation.set_defaults(run=_cmd_ablation, show=_show_ablation)
 
     demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
     demo.add_argument("--out", required=True)

@@ -30,7 +30,8 @@ class _Strict(BaseModel):
 class JoinSpec(_Strict):
     source: str
     on: str | list[str]
-    as_of: str | None = None
+    as_of: str | None = None          # the table's time column: point-in-time join
+    timestamp: str | None = None      # the data's time column as_of is compared with (default data.timestamp)
 
 
 class DataSpec(_Strict):
@@ -102,6 +103,17 @@ class MonitoringSpec(_Strict):
     max_rows: int = Field(50_000, ge=1000)
 
 
+class AblationSpec(_Strict):
+    """Feature ablation studies (automl_tasks.ablation): what to try and when to adopt."""
+    candidates: list[str] = []       # columns to try one at a time (in the data or in `tables`)
+    tables: list[JoinSpec] = []      # candidate tables, joined for the study only
+    repeats: int = Field(5, ge=2, le=50)
+    folds: int = Field(3, ge=2, le=10)
+    min_effect: float = Field(0.0, ge=0)          # adopt only if the mean oriented delta reaches it
+    leakage_threshold: float = Field(0.97, gt=0.5, le=1.0)
+    top_k: int | None = Field(None, ge=1)         # base = the champion's top-K features by gain
+
+
 class ModelSpec(_Strict):
     name: str
     task: Task
@@ -115,6 +127,7 @@ class ModelSpec(_Strict):
     algorithms: dict[str, AlgorithmSpec]
     promotion: PromotionSpec = PromotionSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    ablation: AblationSpec = AblationSpec()
     impute: Literal["median", "mean", "none"] = "median"
     seed: int = 0
 
@@ -157,6 +170,12 @@ class ModelSpec(_Strict):
             clash = sorted(set(getattr(self, field) or ()) & reserved)
             if clash:
                 raise ValueError(f"{field} lists {clash[0]!r}, which is the label, time or id column")
+        for join in [*self.data.join, *self.ablation.tables]:
+            if join.as_of and not join.timestamp:
+                if not self.data.timestamp:
+                    raise ValueError(f"join {join.source}: as_of needs data.timestamp (or join.timestamp), "
+                                     "the row time it is compared with")
+                join.timestamp = self.data.timestamp
         if self.features is not None and self.categorical is not None:
             extra = sorted(set(self.categorical) - set(self.features))
             if extra:
@@ -238,7 +257,7 @@ def _resolve(source: str, folder: Path) -> str:
 
 def _resolve_paths(spec: ModelSpec, folder: Path) -> ModelSpec:
     spec.data.source = _resolve(spec.data.source, folder)
-    for join in spec.data.join:
+    for join in [*spec.data.join, *spec.ablation.tables]:
         join.source = _resolve(join.source, folder)
     if spec.validation.path:
         spec.validation.path = _resolve(spec.validation.path, folder)

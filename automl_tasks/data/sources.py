@@ -78,23 +78,85 @@ def with_month(df, timestamp: str | None, month_column: str | None):
     return df.withColumn(MONTH_COL, month)
 
 
-def join_tables(spark, df, joins):
-    """Left-join extra tables on their keys; a join that multiplies rows is an error."""
+def join_tables(spark, df, joins, report: list | None = None):
+    """Left-join extra tables on their keys; a join that multiplies rows is an error.
+
+    A join with `as_of` is point-in-time: each row takes the table's latest row for its
+    keys whose `as_of` is at or before the row's own time (`join.timestamp`, by default
+    `data.timestamp`), never a later one; a table row with a null `as_of` never matches,
+    and the `as_of` column itself is not brought in. `report`, when given, receives one
+    dict per table: source, keys, point_in_time, rows, matched, match_rate (one Spark job
+    per table, so only callers that show it ask).
+    """
+    from pyspark.sql import functions as F
+
     for join in joins:
-        if join.as_of:
-            raise SpecError(f"data.join {join.source}: as_of (point-in-time) joins are not supported yet")
         keys = [join.on] if isinstance(join.on, str) else list(join.on)
         other = read_source(spark, join.source)
         for key in keys:
             for name, frame in (("data", df), (join.source, other)):
                 if key not in frame.columns:
                     raise DataError(f"join key {key!r} is not in {name}")
-        dupes = other.groupBy(*keys).count().where("count > 1").limit(1).collect()
+        unique = keys + ([join.as_of] if join.as_of else [])
+        if join.as_of:
+            _check_as_of(df, other, join)
+        dupes = other.groupBy(*unique).count().where("count > 1").limit(1).collect()
         if dupes:
-            raise DataError(f"join with {join.source} would multiply rows: key "
-                            f"{dict((k, dupes[0][k]) for k in keys)} appears {dupes[0]['count']} times")
-        clash = sorted((set(other.columns) - set(keys)) & set(df.columns))
+            raise DataError(f"join with {join.source} would multiply rows: "
+                            f"{'key and as_of' if join.as_of else 'key'} "
+                            f"{dict((k, dupes[0][k]) for k in unique)} appears {dupes[0]['count']} times")
+        values = [c for c in other.columns if c not in unique]
+        clash = sorted(set(values) & set(df.columns))
         if clash:
             raise DataError(f"join with {join.source} brings column {clash[0]!r}, which the data has already")
-        df = df.join(other, on=keys, how="left")
+        on = keys
+        if join.as_of:
+            df = df.withColumn("__t", F.col(join.timestamp).try_cast("timestamp"))
+            other, on = _point_in_time(df, other, keys, join.as_of), keys + ["__t"]
+        if report is not None:
+            other = other.withColumn("__matched", F.lit(1))
+        df = df.join(other, on=on, how="left").drop("__t")
+        if report is not None:
+            row = df.agg(F.count(F.lit(1)).alias("rows"), F.count("__matched").alias("matched")).first()
+            report.append({"source": join.source, "keys": keys, "point_in_time": bool(join.as_of),
+                           "as_of": join.as_of, "rows": row["rows"], "matched": row["matched"],
+                           "match_rate": row["matched"] / row["rows"] if row["rows"] else None})
+            df = df.drop("__matched")
     return df
+
+
+def _check_as_of(df, other, join) -> None:
+    from pyspark.sql import functions as F
+
+    if not join.timestamp:
+        raise SpecError(f"data.join {join.source}: as_of {join.as_of!r} needs the data's time column "
+                        "(data.timestamp or join.timestamp) to compare with")
+    if join.as_of not in other.columns:
+        raise DataError(f"as_of column {join.as_of!r} is not in {join.source}")
+    if join.timestamp not in df.columns:
+        raise DataError(f"time column {join.timestamp!r} (compared with {join.source}'s as_of) "
+                        "is not in the data")
+    column = F.col(join.as_of)
+    example = other.where(column.isNotNull() & column.try_cast("timestamp").isNull()).select(column).limit(1).collect()
+    if example:
+        raise DataError(f"as_of column {join.as_of!r} of {join.source} has a value that is not a "
+                        f"timestamp: {example[0][0]!r}")
+
+
+def _point_in_time(df, other, keys: list[str], as_of: str):
+    """Per distinct (keys, `__t`) of the data: the table's latest row with as_of <= `__t`.
+
+    Keyed on (keys, `__t`), so the caller's left join on them brings one row or nulls,
+    and rows of one key at different times each get the value known at their own time.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    wanted = df.select(*keys, "__t").distinct()
+    history = other.withColumn("__as_of", F.col(as_of).try_cast("timestamp")).drop(as_of)
+    history = history.where(F.col("__as_of").isNotNull())
+    candidates = wanted.join(history, on=keys, how="inner").where(F.col("__as_of") <= F.col("__t"))
+    latest = Window.partitionBy(*keys, "__t").orderBy(F.col("__as_of").desc())
+    picked = (candidates.withColumn("__rank", F.row_number().over(latest))
+              .where(F.col("__rank") == 1).drop("__rank", "__as_of"))
+    return picked

@@ -8,19 +8,20 @@ small list of configs. On a cluster the staging folder must be shared storage
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from automl_tasks.config import staging_dir
 from automl_tasks.tuning.validation import Folds
 
-RESULT_SCHEMA = ("task long, trial long, fold long, value double, seconds double, "
-                 "error string, n_train long, n_valid long")
+TASK_SCHEMA = "task long, value double, seconds double, error string, n_train long, n_valid long"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def stage(folds: Folds) -> str:
 _CACHE: dict[str, dict[str, np.ndarray]] = {}
 
 
-def _load(path: str) -> dict[str, np.ndarray]:
+def load_staged(path: str) -> dict[str, np.ndarray]:
+    """The staged arrays (X, y, fold_ids), loaded once per Python worker."""
     if path not in _CACHE:
         _CACHE.clear()  # one tuning's data at a time per worker
         with np.load(path) as data:
@@ -64,7 +66,7 @@ def fit_fold(ctx: FitContext, params: dict, fold: int) -> tuple[float, float, in
     from automl_tasks.evaluation.metrics import compute_metric
     from automl_tasks.models import adapters
 
-    data = _load(ctx.data_path)
+    data = load_staged(ctx.data_path)
     fit_rows, valid_rows = data["fold_ids"] != fold, data["fold_ids"] == fold
     start = time.perf_counter()
     model = adapters.fit(ctx.algorithm, ctx.task, params, data["X"][fit_rows], data["y"][fit_rows],
@@ -74,30 +76,40 @@ def fit_fold(ctx: FitContext, params: dict, fold: int) -> tuple[float, float, in
     return float(value), time.perf_counter() - start, int(fit_rows.sum()), int(valid_rows.sum())
 
 
-def _run_partition(ctx: FitContext, tasks: list[tuple[int, dict, int]]):
+def run_tasks(spark, fit: Callable[[object], tuple[float, float, int, int]], tasks: list,
+              partitions: int) -> list[dict]:
+    """`fit(task)` for every task as Spark tasks; one dict per task, in no particular order.
+
+    `fit` returns (value, seconds, n_train, n_valid). A failing fit is recorded with its
+    error text (value NaN), never raised: the caller decides what a failure means.
+    """
     import pandas as pd
 
     def run(batches):
         for batch in batches:
             rows = []
-            for task_id in batch["id"].tolist():
-                trial, params, fold = tasks[task_id]
+            for index in batch["id"].tolist():
                 try:
-                    value, seconds, n_fit, n_valid = fit_fold(ctx, params, fold)
+                    value, seconds, n_fit, n_valid = fit(tasks[index])
                     error = None
-                except Exception as exc:  # recorded per trial; the search goes on
+                except Exception as exc:  # recorded per task; the search goes on
                     value, seconds, n_fit, n_valid = float("nan"), 0.0, 0, 0
                     error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[-4000:]
-                rows.append((task_id, trial, fold, value, seconds, error, n_fit, n_valid))
-            yield pd.DataFrame(rows, columns=["task", "trial", "fold", "value", "seconds",
-                                              "error", "n_train", "n_valid"])
-    return run
+                rows.append((index, value, seconds, error, n_fit, n_valid))
+            yield pd.DataFrame(rows, columns=["task", "value", "seconds", "error", "n_train", "n_valid"])
+
+    frame = spark.range(0, len(tasks), 1, numPartitions=max(1, partitions))
+    return [row.asDict() for row in frame.mapInPandas(run, schema=TASK_SCHEMA).collect()]
+
+
+def _fit_trial_fold(ctx: FitContext, task: tuple[int, dict, int]) -> tuple[float, float, int, int]:
+    _, params, fold = task
+    return fit_fold(ctx, params, fold)
 
 
 def run_wave(spark, ctx: FitContext, trials: list[tuple[int, dict]], n_folds: int) -> list[dict]:
     """Run every fold of every trial as its own Spark task; returns one dict per (trial, fold)."""
     tasks = [(trial, params, fold) for trial, params in trials for fold in range(n_folds)]
     # One partition per task: Spark hands the next task to whichever slot frees first.
-    frame = spark.range(0, len(tasks), 1, numPartitions=len(tasks))
-    rows = frame.mapInPandas(_run_partition(ctx, tasks), schema=RESULT_SCHEMA).collect()
-    return [row.asDict() for row in rows]
+    rows = run_tasks(spark, functools.partial(_fit_trial_fold, ctx), tasks, len(tasks))
+    return [{**row, "trial": tasks[row["task"]][0], "fold": tasks[row["task"]][2]} for row in rows]
