@@ -71,3 +71,28 @@ def test_monthly_dag_backfills_months_in_auto_mode_with_develop_vs_master(airflo
     branch_runs = client.search_runs([experiment], "tags.`automl.compare` = 'develop_vs_master'")
     assert sorted(r.data.tags["automl.month"] for r in branch_runs) == ["2017-10", "2017-11"]
     assert {r.data.tags["automl.develop_commit"] for r in branch_runs} == {commits["develop"]}
+
+
+def test_feature_ablation_dag_from_its_form(airflow_env, demo_dir, tmp_path, tracking):
+    """The manual trigger's Params (spec under the specs folder, a table under the data folder) to a study."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [20]}}}
+    (specs / "dag_ablation.yaml").write_text(json.dumps(spec_dict(
+        "binary", name="dag_ablation", algorithms=xgboost_only, data={"source": str(demo_dir / "loans")})))
+    env = {**airflow_env, "AUTOML_SPECS_DIR": str(specs), "AUTOML_DATA_DIR": str(demo_dir),
+           "MLFLOW_TRACKING_URI": tracking, "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
+    conf = {"spec": "dag_ablation.yaml", "month": "2017-11", "table": "bureau.parquet", "on": "id",
+            "candidates": "bureau_score,noise_1", "repeats": 2}
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_dag.py"), "feature_ablation",
+                          "--date", "2018-01-01T00:00:00+00:00", "--conf", json.dumps(conf)],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["state"] == "success", result
+    client = MlflowClient(tracking)
+    study = client.search_runs([client.get_experiment_by_name("dag_ablation/ablation").experiment_id],
+                               "tags.`automl.kind` = 'ablation'")
+    assert len(study) == 1 and study[0].data.tags["automl.dag_run_id"].startswith("manual__")
+    table = Path(client.download_artifacts(study[0].info.run_id, "results.csv", str(tmp_path))).read_text()
+    assert "bureau_score" in table and "noise_1" in table

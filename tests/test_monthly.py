@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
@@ -23,7 +26,8 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert first["champion_metric"] is None and set(first["candidates"]) == {"xgboost", "lightgbm"}
     assert 0.0 <= first["drift"]["share_drifted"] <= 1.0
     assert not first["reused"] and first["fit_seconds"]["trials"] > 0
-    assert set(first["timings"]) == {"checks", "monitor", "tuning", "compare", "decision", "total"}
+    assert set(first["timings"]) == {"checks", "ablation", "monitor", "tuning", "compare", "decision",
+                                   "total"}
 
     second = run_monthly(spec, "2017-11", promotion_mode="manual", **quiet)
     version = second["decision"]["version"]
@@ -101,3 +105,19 @@ def test_monthly_job_on_other_tasks_and_a_csv_source(task, fmt, demo_dir, spark,
     client = MlflowClient(tracking)
     comparison = client.get_run(second["runs"]["comparison"]).data.metrics
     assert comparison["delta"] == pytest.approx(-worse, abs=1e-9)         # delta oriented: positive = better
+
+
+def test_monthly_job_runs_the_specs_ablation_and_summarises_it(demo_dir, spark, tracking, tmp_path):
+    one_point = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [20]}}}
+    spec = load_spec(write_spec(demo_dir, "binary", filename="monthly_ablation.yaml", name="monthly_ablation",
+                                algorithms=one_point,
+                                ablation={"candidates": ["credit_history_years"], "repeats": 2, "folds": 2}))
+    result = run_monthly(spec, "2017-10", promotion_mode="auto", spark=spark, progress=lambda line: None)
+    summary = result["decision"]["summary"]
+    assert "Feature ablation" in summary and "| credit_history_years |" in summary
+    client = MlflowClient(tracking)
+    record = json.loads(Path(client.download_artifacts(result["runs"]["month"], "monthly.json",
+                                                       str(tmp_path))).read_text())
+    study = client.get_run(record["ablation"]["run_id"])
+    assert study.data.tags["automl.kind"] == "ablation" and study.data.tags["automl.month"] == "2017-10"
+    assert [r["feature"] for r in record["ablation"]["results"]] == ["credit_history_years"]

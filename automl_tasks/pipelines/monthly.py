@@ -265,15 +265,19 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     timings.lap("checks")
 
     record = _recorded(client, earlier) if earlier is not None and earlier.info.status == "FINISHED" else None
-    if record is not None:
+    fresh = record is None
+    if not fresh:
         progress(f"{spec.name} {month}: reusing the month's runs ({earlier.info.run_id}); "
                  "same data, commit and spec")
     else:
+        study = _ablation(spec, month, spark=spark, progress=progress, dag_run_id=dag_run_id)
+        timings.lap("ablation")
         with mlflow.start_run(run_id=earlier.info.run_id if earlier else None, experiment_id=experiment,
                               run_name=f"monthly-{month}", tags=tags) as run:
             record = _evaluate(spec, month, prepared, champion, client, experiment, tags, run.info.run_id,
                                spark=spark, progress=progress, dag_run_id=dag_run_id, timings=timings)
-    fresh = record.pop("fresh", False)
+            record["ablation"] = study
+            mlflow.log_dict(record, RECORD_ARTIFACT)           # last: the month's evaluation is complete
     result = _decide(spec, month, mode, record, progress)
     timings.lap("decision")
     return {**result, "reused": not fresh, "timings": timings.laps,
@@ -379,8 +383,18 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
         "fit_seconds": candidates.get("fit_seconds"),
     }
     _log_side_by_side(record)
-    mlflow.log_dict(record, RECORD_ARTIFACT)                  # last: the month's evaluation is complete
-    return {**record, "fresh": True}
+    return record
+
+
+def _ablation(spec: ModelSpec, month: str, *, spark, progress, dag_run_id) -> dict | None:
+    """The spec's feature ablation study for the month (its own run in `<name>/ablation`), if any."""
+    if not (spec.ablation.candidates or spec.ablation.tables):
+        return None
+    from automl_tasks.ablation.study import run_ablation
+
+    study = run_ablation(spec, month, spark=spark, progress=progress, dag_run_id=dag_run_id)
+    keep = ("feature", "delta", "ci_low", "ci_high", "verdict", "reason")
+    return {"run_id": study["run_id"], "results": [{k: r.get(k) for k in keep} for r in study["results"]]}
 
 
 def _log_side_by_side(record: dict) -> None:

@@ -56,6 +56,14 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
                   if c["ci_low"] is not None else c.get("note") or "–")
             lines.append(f"| {c['segment'] or 'all'} | {c['n_rows']} | {_num(c['delta'], True)} | {ci} | "
                          f"{'–' if c['p_value'] is None else format(c['p_value'], '.3f')} |")
+    study = record.get("ablation")
+    if study:
+        lines += ["", f"Feature ablation (MLflow run `{study['run_id']}`; delta of adding each feature, 95% CI):",
+                  "", "| feature | delta | 95% CI | verdict |", "|---|---|---|---|"]
+        for r in study["results"]:
+            ci = "–" if r["ci_low"] is None else f"{_num(r['ci_low'], True)} .. {_num(r['ci_high'], True)}"
+            verdict = r["verdict"] + (f" ({r['reason']})" if r.get("reason") else "")
+            lines.append(f"| {r['feature']} | {_num(r['delta'], True)} | {ci} | {verdict} |")
     drift = record["drift"]
     lines += ["", f"Drift: {drift['share_drifted']:.0%} of columns drifted"
               + (f" ({', '.join(drift['drifted_columns'])})." if drift["drifted_columns"] else ".")]
