@@ -111,6 +111,9 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
         assert detail["options"] == ["Approve", "Reject"] and detail["multiple"] is False, detail
         version = re.fullmatch(rf"Promote {MODEL} v(\d+) to champion\?", detail["subject"])
         assert version, detail["subject"]
+        # The person reads the decision summary: the policy's verdict, the metrics table, the runs.
+        assert f"{MODEL} v{version.group(1)}" in detail["body"] and "Policy:" in detail["body"]
+        assert "| model | holdout areaUnderROC |" in detail["body"] and "MLflow: month" in detail["body"]
         # Still waiting a while later: nobody but the person moves it on.
         time.sleep(5)
         assert proc.poll() is None, f"run_dag exited {proc.returncode} without an answer{why()}"
@@ -164,17 +167,22 @@ def test_rest_api_needs_a_token(api):
     assert api.get("/api/v2/dags").status_code == 200, api.log_tail()
 
 
-def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
-    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
-                                       month="2017-10", date="2018-08-01T00:00:00+00:00", answer="Approve")
-    print(f"approve: asked after {run['asked_after_s']}s, done after {run['total_s']}s")
+def _assert_answered(run: dict, answer: str) -> None:
+    """The run went on after the person's answer, and Airflow recorded who gave which."""
+    print(f"{answer}: asked after {run['asked_after_s']}s, done after {run['total_s']}s")
     result = run["result"]
     assert result["state"] == "success", (result, run["why"])
     assert result["tasks"][f"{APPROVAL}[0]"] == "success", result
     assert result["tasks"][f"{APPLY}[0]"] == "success", result
     assert run["answered"]["response_received"] is True
-    assert run["answered"]["chosen_options"] == ["Approve"]
+    assert run["answered"]["chosen_options"] == [answer]
     assert run["answered"]["responded_by_user"] == {"id": USER, "name": USER}
+
+
+def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
+    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
+                                       month="2017-10", date="2018-08-01T00:00:00+00:00", answer="Approve")
+    _assert_answered(run, "Approve")
 
     client = MlflowClient(tracking)
     champion = client.get_model_version_by_alias(MODEL, "champion")
@@ -191,12 +199,7 @@ def test_person_rejects_over_rest(api, airflow_env, specs_dir, tmp_path, trackin
         pytest.skip("needs the approved 2017-10 champion of test_person_approves_over_rest")
     run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
                                        month="2017-11", date="2018-09-01T00:00:00+00:00", answer="Reject")
-    print(f"reject: asked after {run['asked_after_s']}s, done after {run['total_s']}s")
-    result = run["result"]
-    assert result["state"] == "success", (result, run["why"])
-    assert result["tasks"][f"{APPLY}[0]"] == "success", result
-    assert run["answered"]["chosen_options"] == ["Reject"]
-    assert run["answered"]["responded_by_user"] == {"id": USER, "name": USER}
+    _assert_answered(run, "Reject")
 
     client = MlflowClient(tracking)
     assert run["version"] != _state["approved"]
