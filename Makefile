@@ -35,7 +35,8 @@ check-java:
 # The monthly DAG, in-process (dag.test), backfilling DEMO_MONTHS of the demo data in
 # auto mode (the demo's concept shift is at 2018-07), then the last month once more with
 # develop vs master. The specs come from a generated git repo: master = specs/loan_default.yaml,
-# develop = the same plus two bureau features.
+# develop = the same plus two bureau features. Last, a feature ablation of the bureau table
+# (planted: two useful columns, two noise columns, one leaky column).
 DEMO_MONTHS ?= 2018-01 2018-02 2018-03 2018-04 2018-05 2018-06 2018-07 2018-08 2018-09 2018-10
 DEMO_REPO := $(DEMO_DATA)/specs_repo
 DEMO_LOG := $(AUTOML_HOME)/demo.log
@@ -62,13 +63,19 @@ demo: install
 	@echo
 	@$(BIN)/automl-tasks history --model loan_default
 	@echo
+	@last=$(lastword $(DEMO_MONTHS)); \
+	echo "feature ablation on $$last: the bureau table's columns on top of the champion's features (log: $(DEMO_LOG:.log=-ablation.log))"; \
+	$(BIN)/automl-tasks ablation --spec $(DEMO_REPO)/specs/loan_default.yaml --month $$last \
+	  --table $(DEMO_DATA)/bureau.parquet --on id 2> $(DEMO_LOG:.log=-ablation.log) \
+	  || { tail -30 $(DEMO_LOG:.log=-ablation.log); exit 1; }
+	@echo
 	@echo "Results are in the MLflow store under $(AUTOML_HOME) (experiment loan_default/monthly:"
 	@echo "one run per month with the decision summary, monitor/tuning/comparison runs inside it)."
 	@echo "Open the UI with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AUTOML_HOME)/mlflow.db --host 127.0.0.1 --port 5000"
 	@echo "Native models (booster + metadata.json + predict.py): $(AUTOML_HOME)/models/loan_default/"
 	@echo "Decisions: $(BIN)/automl-tasks decisions --model loan_default"
-	@echo "Airflow task logs of the demo runs: $(DEMO_LOG) and $(DEMO_LOG:.log=-branches.log)"
+	@echo "Logs: $(DEMO_LOG), $(DEMO_LOG:.log=-branches.log), $(DEMO_LOG:.log=-ablation.log)"
 
 test: install
 	$(BIN)/pytest -q

@@ -179,6 +179,8 @@ def table_from_path(spark, spec: ModelSpec, source: str, on: str, as_of: str | N
     keys = [k.strip() for k in on.split(",") if k.strip()]
     if not keys:
         raise SpecError(f"table {source}: --on names no key column")
+    if ":" not in source:             # a local path: one spelling per file, so a re-run is recognised
+        source = str(Path(source).resolve())
     if as_of is None and "as_of" in read_source(spark, source).columns and spec.data.timestamp:
         as_of = "as_of"
     return _join_spec(spec, {"source": source, "on": keys[0] if len(keys) == 1 else keys, "as_of": as_of})
