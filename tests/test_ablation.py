@@ -271,3 +271,21 @@ def test_champion_params_and_top_k_base(spark, tracking, demo_dir, tmp_path):
     gains = adapters.importance(champion.model, "xgboost", champion.meta["feature_names"])
     assert out["base"]["features"] == sorted(gains, key=lambda f: -gains[f])[:3]
     assert [r["feature"] for r in out["results"]] == ["bureau_score"]
+
+
+@pytest.mark.parametrize("task, algorithm", [("regression", "lightgbm"), ("multiclass", "xgboost")])
+def test_regression_and_multiclass_studies(task, algorithm, spark, tracking, demo_dir, tmp_path):
+    """Lower-is-better metrics (rmse, logLoss) oriented so a positive delta is better; LightGBM's TreeSHAP."""
+    one = {"lightgbm": {"search": "grid", "space": {"learning_rate": [0.1]},
+                        "fixed": {"n_estimators": 40, "num_leaves": 15}},
+           "xgboost": FAST["xgboost"]}[algorithm]
+    spec = load_spec(write_spec(tmp_path, task, name=f"ablation_{task}", algorithms={algorithm: one},
+                                data={"source": str(demo_dir / "loans")}, window={"train_months": 6},
+                                ablation={"candidates": ["credit_history_years"], "repeats": 2, "folds": 2}))
+    out = run_ablation(spec, MONTH, spark=spark, progress=lambda line: None)
+    (result,) = out["results"]
+    assert result["feature"] == "credit_history_years" and result["verdict"] in ("adopt", "reject", "inconclusive")
+    assert result["ci_low"] <= result["delta"] <= result["ci_high"] and len(result["fold_deltas"]) == 4
+    assert out["metric"] == spec.metric and out["algorithm"] == algorithm
+    shap = {row["feature"]: row for row in out["importance"]}
+    assert "credit_history_years" in shap and all(np.isfinite(row["shap"]) and row["gain"] >= 0 for row in shap.values())
