@@ -60,7 +60,7 @@ class ChallengerApproval(HITLOperator):
         "spec": Param(None, type=["null", "string"],
                       description="One spec file (under the specs folder); empty: every spec"),
         "month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-                       description="YYYY-MM; empty: the run's logical month"),
+                       description="YYYY-MM; empty: the month the run covers (its data interval)"),
         "promotion": Param(None, type=["null", "string"], enum=[None, "auto", "manual", "shadow"],
                            description="Override the spec's promotion.mode"),
         "refs": Param(os.environ.get("AUTOML_COMPARE_REFS"), type=["null", "string"],

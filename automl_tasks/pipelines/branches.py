@@ -84,7 +84,10 @@ def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "ma
     if len(branches) != 2 or branches[0] == branches[1]:
         raise SpecError(f"branches must name two different deployments, got {list(branches)}")
     client = tracking.client()
-    experiment = tracking.experiment_id(client, spec, PURPOSE)
+    found = client.get_experiment_by_name(f"{spec.name}/{PURPOSE}")   # looked up, never created here
+    if found is None:
+        raise DataError(f"no experiment {spec.name}/{PURPOSE}: no deployment has run {spec.name} yet")
+    experiment = found.experiment_id
     runs = [_deployment_run(client, experiment, spec.name, branch, month) for branch in branches]
     specs = [_logged_spec(run) for run in runs]
     _check_comparable(specs, branches, f"{spec.name}/{PURPOSE} runs")
