@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
@@ -181,3 +183,32 @@ def test_write_demo_data_csv(tmp_path):
     assert back["car_value"].isna().sum() == generate_loans(2, 20)["car_value"].isna().sum()
     with pytest.raises(ValueError, match="xlsx"):
         write_demo_data(tmp_path, fmt="xlsx")
+
+
+def test_demo_specs_repo_is_reproducible_and_never_overwrites_a_foreign_folder(tmp_path, capsys):
+    """Same specs, same commits (so a re-run demo reuses its runs); a folder it did not write is refused."""
+    import subprocess
+    from pathlib import Path
+
+    from automl_tasks.cli import main
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "loan_default.yaml"
+    args = ["demo-data", "--out", str(tmp_path / "data"), "--months", "3", "--rows-per-month", "20",
+            "--specs-repo", str(tmp_path / "repo"), "--spec", str(spec), "--json"]
+    runs = []
+    for _ in range(2):
+        assert main(args) == 0
+        runs.append(json.loads(capsys.readouterr().out)["specs_repo"]["commits"])
+    assert runs[0] == runs[1] and set(runs[0]) == {"master", "develop"}
+    diff = subprocess.run(["git", "diff", "master", "develop"], cwd=tmp_path / "repo", capture_output=True,
+                          text=True, check=True).stdout
+    assert "+- bureau_score" in diff and "bureau.parquet" in diff
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    bad = ["demo-data", "--out", str(tmp_path / "other_data"), "--months", "3",
+           "--specs-repo", str(foreign), "--spec", str(spec)]
+    assert main(bad) == 2
+    assert "was not written by demo-data" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me" and not (tmp_path / "other_data").exists()
