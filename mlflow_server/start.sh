@@ -42,6 +42,13 @@ if [[ "${MLFLOW_AUTH:-false}" == "true" ]]; then
   require MLFLOW_AUTH_ADMIN_PASSWORD "admin password, at least 12 characters, with MLFLOW_AUTH=true"
   require MLFLOW_FLASK_SERVER_SECRET_KEY "Flask session/CSRF secret with MLFLOW_AUTH=true"
   export MLFLOW_AUTH_ADMIN_USERNAME MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY
+  # Every account gets at least the default on every experiment and model, whatever it was
+  # granted: EDIT or MANAGE would let the service account (and everyone) write everything.
+  default_permission="${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}"
+  case "$default_permission" in
+    NO_PERMISSIONS|READ|USE) ;;
+    *) die "MLFLOW_AUTH_DEFAULT_PERMISSION must be NO_PERMISSIONS, READ or USE, got '$default_permission': it is every account's minimum on every experiment and model" ;;
+  esac
   auth_db="${MLFLOW_AUTH_DATABASE_URI:-sqlite:///$home/basic_auth.db}"
   export MLFLOW_AUTH_CONFIG_PATH="$home/basic_auth.ini"
   # Credential cache: an uncached check is a PBKDF2 hash (measured ~0.75 s a request on a
@@ -54,7 +61,7 @@ if [[ "${MLFLOW_AUTH:-false}" == "true" ]]; then
     umask 077
     cat >"$MLFLOW_AUTH_CONFIG_PATH" <<EOF
 [mlflow]
-default_permission = ${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}
+default_permission = ${default_permission}
 database_uri = ${auth_db//%/%%}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth

@@ -5,6 +5,11 @@
     python mlflow_server/users.py --url URL grant NAME --experiment EXP --permission EDIT
     python mlflow_server/users.py --url URL setup-team --model loan_default
 
+setup-team gives the `airflow` service account EDIT on the model's experiments and MANAGE on its
+registered model (approving a challenger deletes the `challenger` alias, which MLflow allows only
+with MANAGE), and a `viewer` READ on both. Everything else falls back to the server's
+default_permission (READ in start.sh): readable, never writable.
+
 Admin credentials come from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (read by
 MLflow's client), and every password from an environment variable named on the command
 line: never from argv, where `ps` and shell history would show it. Every command is
@@ -121,18 +126,19 @@ def cmd_setup_team(args) -> None:
     if not experiments:
         raise UsageError("setup-team needs at least one --model or --experiment")
     # Read both passwords before touching the server: a missing one changes nothing.
-    team = [(args.airflow_user, _password(args.airflow_password_env), "EDIT"),
-            (args.viewer_user, _password(args.viewer_password_env), "READ")]
+    # (user, password, permission on the experiments, on the registered models)
+    team = [(args.airflow_user, _password(args.airflow_password_env), "EDIT", "MANAGE"),
+            (args.viewer_user, _password(args.viewer_password_env), "READ", "READ")]
     auth, tracking = _clients(args.url)
     ids = {name: experiment_id(tracking, name, create=True) for name in experiments}
-    for username, password, permission in team:
+    for username, password, on_experiments, on_models in team:
         print(f"user {username}: {ensure_user(auth, username, password)}")
         for exp_id in ids.values():
-            grant(auth, username, "experiment", exp_id, permission)
+            grant(auth, username, "experiment", exp_id, on_experiments)
         for name in models:
-            grant(auth, username, "registered_model", name, permission)
-        print(f"user {username}: {permission} on experiments {', '.join(ids)}"
-              + (f" and registered models {', '.join(models)}" if models else ""))
+            grant(auth, username, "registered_model", name, on_models)
+        print(f"user {username}: {on_experiments} on experiments {', '.join(ids)}"
+              + (f", {on_models} on registered models {', '.join(models)}" if models else ""))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -155,7 +161,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_grant)
 
     p = sub.add_parser("setup-team",
-                       help="an `airflow` service account with EDIT and a `viewer` with READ")
+                       help="an `airflow` service account (EDIT on the experiments, MANAGE on the "
+                            "registered models) and a `viewer` with READ")
     p.add_argument("--model", action="append", default=[], metavar="NAME",
                    help="model spec name(s), comma-separated or repeated: experiments "
                         "NAME/{monthly,tuning,poc,ablation} and registered model NAME")

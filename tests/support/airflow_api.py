@@ -36,7 +36,11 @@ HEALTH = "/api/v2/monitor/health"
 class AirflowApiServer:
     """A started `airflow api-server` process group; `wait_healthy()`, `login()`, then `stop()` (always)."""
 
-    def __init__(self, env: dict[str, str], root: Path, *, user: str = USER, role: str = ROLE):
+    def __init__(self, env: dict[str, str], root: Path, *, user: str = USER, role: str = ROLE,
+                 apps: str = "core"):
+        """`apps="core,execution"` also serves the Execution API that a scheduler's task processes
+        call; then `self.env` (auth manager, JWT secret, API URLs) is what the scheduler and
+        dag-processor of the same deployment must run with."""
         root.mkdir(parents=True, exist_ok=True)
         self.root, self.user, self.port = root, user, free_port()
         self.password = secrets.token_urlsafe(16)
@@ -58,11 +62,14 @@ class AirflowApiServer:
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
         }
+        if "execution" in apps.split(","):
+            server_env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{self.url}/execution/"
+        self.env = server_env
         with open(self.log_path, "wb") as log:
             # Own session so stop() can signal the whole group; PDEATHSIG so a killed pytest
             # leaves no orphaned server.
             self.proc = subprocess.Popen(
-                [AIRFLOW, "api-server", "--apps", "core", "-H", "127.0.0.1", "-p", str(self.port),
+                [AIRFLOW, "api-server", "--apps", apps, "-H", "127.0.0.1", "-p", str(self.port),
                  "-w", "1"],
                 cwd=root, stdout=log, stderr=subprocess.STDOUT, env=server_env,
                 start_new_session=True, preexec_fn=die_with_parent)
@@ -110,18 +117,28 @@ class AirflowApiServer:
             self.login()
         return {"Authorization": f"Bearer {self.token}"}
 
+    def request(self, method: str, path: str, *, auth: bool = True, **kwargs) -> httpx.Response:
+        return self.http.request(method, path, headers=self._headers(auth), **kwargs)
+
     def get(self, path: str, *, auth: bool = True, **kwargs) -> httpx.Response:
-        return self.http.get(path, headers=self._headers(auth), **kwargs)
+        return self.request("GET", path, auth=auth, **kwargs)
 
     def patch(self, path: str, *, auth: bool = True, **kwargs) -> httpx.Response:
-        return self.http.patch(path, headers=self._headers(auth), **kwargs)
+        return self.request("PATCH", path, auth=auth, **kwargs)
+
+    def post(self, path: str, *, auth: bool = True, **kwargs) -> httpx.Response:
+        return self.request("POST", path, auth=auth, **kwargs)
+
+    def call_json(self, method: str, path: str, *, expect: int = 200, **kwargs) -> dict:
+        """`method` with the token; raise with the body and the server log unless `expect`."""
+        resp = self.request(method, path, **kwargs)
+        if resp.status_code != expect:
+            raise AssertionError(f"{method} {path} -> {resp.status_code} {resp.text[:1000]}\n{self.log_tail()}")
+        return resp.json()
 
     def get_json(self, path: str, **kwargs) -> dict:
         """GET with the token; raise with the body and the server log unless 200."""
-        resp = self.get(path, **kwargs)
-        if resp.status_code != 200:
-            raise AssertionError(f"GET {path} -> {resp.status_code} {resp.text[:1000]}\n{self.log_tail()}")
-        return resp.json()
+        return self.call_json("GET", path, **kwargs)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes  # here, not in die_with_parent: a child switched to another user may not read the stdlib
 import os
 import signal
 import socket
@@ -15,8 +16,6 @@ def die_with_parent() -> None:
     """In the child before exec: SIGTERM it when the test process dies, even by SIGKILL, so
     a killed pytest leaves no orphaned server (servers forward SIGTERM to their workers)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
@@ -34,11 +33,12 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
-def stop_group(proc: subprocess.Popen, term_wait_s: float = 20.0) -> None:
-    """SIGTERM the process group led by `proc` (started with start_new_session), then SIGKILL
-    whatever is left: the leader may be gone while a worker or a JVM lingers."""
+def stop_group(proc: subprocess.Popen, term_wait_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
+    """`sig` (SIGTERM; PostgreSQL's fast shutdown is SIGINT) to the process group led by `proc`
+    (started with start_new_session), then SIGKILL whatever is left: the leader may be gone
+    while a worker or a JVM lingers."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     try:
         proc.wait(timeout=term_wait_s)
     except subprocess.TimeoutExpired:
@@ -51,3 +51,19 @@ def stop_group(proc: subprocess.Popen, term_wait_s: float = 20.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def spawn(cmd: list[str], log_path, *, env: dict[str, str], cwd=None, **popen) -> subprocess.Popen:
+    """Start `cmd` in its own process group (stop it with stop_group), stdout+stderr to
+    `log_path`, SIGTERMed if the test process dies."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=die_with_parent, **popen)
+
+
+def tail(path, chars: int = 3000) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-chars:]
+    except OSError:
+        return ""
