@@ -10,6 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_DATA := $(CURDIR)/demo_data
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AUTOML_SPECS_DIR ?= $(CURDIR)/specs
 

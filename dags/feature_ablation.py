@@ -45,9 +45,10 @@ DATA_DIR = os.environ.get("AUTOML_DATA_DIR", str(ROOT / "data"))
 )
 def feature_ablation():
     @task
-    def ablation(params=None, run_id=None) -> dict:
+    def ablation(params=None, run_id=None, ti=None) -> dict:
         from automl_tasks.ablation.study import request, run_ablation
         from automl_tasks.paths import confined, specs_in
+        from automl_tasks.registry import links
         from automl_tasks.spark import get_spark
         from automl_tasks.spec import load_spec
 
@@ -61,6 +62,7 @@ def feature_ablation():
         summary = run_ablation(spec, params.get("month"), candidates=candidates, tables=tables,
                                repeats=params.get("repeats"), direction=params["direction"], spark=spark,
                                dag_run_id=run_id)
+        ti.xcom_push(links.XCOM_KEY, links.task_links(summary["run_id"]))   # its "MLflow run" button
         # Small JSON for XCom: the verdicts and where to read the rest.
         return {"run_id": summary["run_id"], "experiment": summary["experiment"], "base": summary["base"],
                 "results": [{k: r[k] for k in ("feature", "delta", "ci_low", "ci_high", "p_value",

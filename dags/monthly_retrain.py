@@ -32,6 +32,13 @@ def _month(params, data_interval_start) -> str:
     return params.get("month") or data_interval_start.strftime("%Y-%m")
 
 
+def _show_links(ti, result: dict) -> None:
+    """The task's "MLflow run" (the month run) and "Model version" buttons: plugins/mlflow_links.py."""
+    from automl_tasks.registry import links
+
+    ti.xcom_push(links.XCOM_KEY, links.monthly_links(result))
+
+
 class ChallengerApproval(HITLOperator):
     """Asks a person only when the month's decision waits for one (manual mode, pending).
 
@@ -42,6 +49,7 @@ class ChallengerApproval(HITLOperator):
     def execute(self, context):
         ti = context["ti"]
         result = ti.xcom_pull(task_ids=EVALUATE, map_indexes=ti.map_index)
+        _show_links(ti, result)
         if result["mode"] != "manual" or result["decision"]["status"] != "pending":
             self.log.info("decision %s by policy: nobody to ask", result["decision"]["status"])
             return None
@@ -79,14 +87,16 @@ def monthly_retrain():
     @task_group
     def per_spec(spec_path: str):
         @task
-        def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None) -> dict:
+        def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             from automl_tasks.pipelines.monthly import run_monthly
             from automl_tasks.spec import load_spec
 
             month = _month(params, data_interval_start)
             spec = load_spec(spec_path)
             summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
-            return {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
+            result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
+            _show_links(ti, result)
+            return result
 
         result = evaluate(spec_path)
         pull = f"ti.xcom_pull(task_ids='{EVALUATE}', map_indexes=ti.map_index)"
@@ -98,9 +108,10 @@ def monthly_retrain():
         )
 
         @task
-        def apply_decision(result: dict, answer: dict | None) -> dict:
+        def apply_decision(result: dict, answer: dict | None, ti=None) -> dict:
             from automl_tasks.registry import promotion
 
+            _show_links(ti, result)
             if answer is None:  # settled by the policy in evaluate
                 return {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
             who = answer.get("responded_by_user") or {}
@@ -111,7 +122,7 @@ def monthly_retrain():
             return {"status": decision.status, "champion_after": decision.champion_after}
 
         @task
-        def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None) -> dict:
+        def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             """Develop vs master: the spec as on two git refs, trained and compared on the month."""
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -123,9 +134,12 @@ def monthly_retrain():
             if inside.startswith(".."):
                 raise AirflowSkipException(f"{spec_path} is not inside AUTOML_SPECS_REPO {SPECS_REPO}")
             from automl_tasks.pipelines.branches import compare_branches
+            from automl_tasks.registry import links
 
-            return compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
-                                    refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
+            result = compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
+                                      refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
+            ti.xcom_push(links.XCOM_KEY, links.task_links(result["run_id"]))
+            return result
 
         result >> approval
         apply_decision(result, approval.output)

@@ -57,6 +57,7 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
     root = Path(__file__).resolve().parents[1]
     home = tmp_path_factory.mktemp("airflow")
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
            "PYTHONPATH": str(root)}
     airflow = str(Path(sys.executable).with_name("airflow"))

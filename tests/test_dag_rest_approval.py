@@ -7,6 +7,10 @@ The test acts as the person: it logs in (`POST /auth/token`), finds the waiting 
 task through the HITL list endpoint and answers it with `PATCH .../hitlDetails`.
 
 Approve runs first (2017-10, no champion yet), then Reject (2017-11): months are in order.
+
+The two UIs link to each other: the api-server (with plugins/mlflow_links.py loaded) serves each
+monthly task's "MLflow run" and "Model version" links, which must be the URLs of the month run and
+the challenger version that MLflow holds; that month run links back to the Airflow DAG run.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from tests.support.specs import spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "monthly_retrain"
-APPROVAL, APPLY = "per_spec.approve_challenger", "per_spec.apply_decision"
+EVALUATE, APPROVAL, APPLY = "per_spec.evaluate", "per_spec.approve_challenger", "per_spec.apply_decision"
 MODEL = "dag_rest"               # its own registered model: the MLflow server is shared by the session
 RUN_TIMEOUT_S = 1800             # one DAG run is ~2 min on an idle 2-core machine; shared machines are slower
 
@@ -81,6 +85,30 @@ def _ti_path(run_id: str, task_id: str, map_index: int = 0) -> str:
     return f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}"
 
 
+def _month_run(client: MlflowClient, month: str):
+    """The month's parent run, as MLflow has it (found by its tags, not by anything Airflow says)."""
+    experiment = client.get_experiment_by_name(f"{MODEL}/monthly")
+    runs = client.search_runs([experiment.experiment_id],
+                              f"tags.`automl.kind` = 'decision' and tags.`automl.month` = '{month}'")
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return runs[0]
+
+
+def _assert_links_point_into_mlflow(api, tracking: str, run_id: str, month: str, task_ids) -> None:
+    """Each task's extra links (GET .../taskInstances/{task}/links, map index 0) open MLflow at the
+    month run and at the model version registered for the month."""
+    client = MlflowClient(tracking)
+    month_run = _month_run(client, month).info.run_id
+    version = next(v.version for v in client.search_model_versions(f"name = '{MODEL}'")
+                   if v.tags.get("automl.decision.month") == month)
+    ui = tracking.rstrip("/")
+    expected = {"MLflow run": f"{ui}/#/runs/{month_run}", "Model version": f"{ui}/#/models/{MODEL}/versions/{version}"}
+    for task_id in task_ids:
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links"
+        links = api.get_json(path, params={"map_index": 0})["extra_links"]
+        assert links == expected, (task_id, links, expected)
+
+
 def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, date: str,
                                  answer: str) -> dict:
     """Run the DAG for `month` (manual mode), answer its approval over REST; return what happened."""
@@ -114,6 +142,8 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
         # The person reads the decision summary: the policy's verdict, the metrics table, the runs.
         assert f"{MODEL} v{version.group(1)}" in detail["body"] and "Policy:" in detail["body"]
         assert "| model | holdout areaUnderROC |" in detail["body"] and "MLflow: month" in detail["body"]
+        # ... and has buttons to the month run and the challenger version in MLflow.
+        _assert_links_point_into_mlflow(api, env["MLFLOW_TRACKING_URI"], run_id, month, (EVALUATE, APPROVAL))
         # Still waiting a while later: nobody but the person moves it on.
         time.sleep(5)
         assert proc.poll() is None, f"run_dag exited {proc.returncode} without an answer{why()}"
@@ -139,6 +169,7 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
         assert "RESULT " in stdout, why()
         result = json.loads(stdout.split("RESULT ", 1)[1].splitlines()[0])
         answered = api.get_json(path)
+        _assert_links_point_into_mlflow(api, env["MLFLOW_TRACKING_URI"], run_id, month, (APPLY,))
         return {"result": result, "run_id": run_id, "version": version.group(1), "answered": answered,
                 "asked_after_s": round(asked_after), "total_s": round(time.monotonic() - started),
                 "why": why()}
@@ -147,11 +178,12 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
             stop_group(proc)
 
 
-def _env(airflow_env: dict, specs_dir: Path, tracking: str) -> dict:
+def _env(airflow_env: dict, specs_dir: Path, tracking: str, api) -> dict:
     # No branch comparison (compare_refs skips): only the approval path is under test here.
     base = {k: v for k, v in airflow_env.items() if k not in ("AUTOML_COMPARE_REFS", "AUTOML_SPECS_REPO")}
     return {**base, "AUTOML_SPECS_DIR": str(specs_dir), "MLFLOW_TRACKING_URI": tracking,
-            "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
+            "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]",
+            "AIRFLOW__API__BASE_URL": api.url}   # where MLflow runs link back to
 
 
 # ---------------------------------------------------------------- tests
@@ -180,11 +212,17 @@ def _assert_answered(run: dict, answer: str) -> None:
 
 
 def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
-    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
+    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking, api), tmp_path,
                                        month="2017-10", date="2018-08-01T00:00:00+00:00", answer="Approve")
     _assert_answered(run, "Approve")
 
     client = MlflowClient(tracking)
+    # The month run links back to the DAG run that made it, which the Airflow API knows.
+    tags = _month_run(client, "2017-10").data.tags
+    assert {k: tags.get(k) for k in ("automl.dag_id", "automl.task_id", "automl.dag_run_id")} == {
+        "automl.dag_id": DAG_ID, "automl.task_id": EVALUATE, "automl.dag_run_id": run["run_id"]}, tags
+    assert tags.get("automl.airflow_url") == f"{api.url}/dags/{DAG_ID}/runs/{quote(run['run_id'], safe='')}", tags
+    assert api.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run['run_id'], safe='')}")["dag_run_id"] == run["run_id"]
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.version == run["version"]
     assert champion.tags["automl.decision.status"] == "approved"
@@ -197,7 +235,7 @@ def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracki
 def test_person_rejects_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
     if "approved" not in _state:
         pytest.skip("needs the approved 2017-10 champion of test_person_approves_over_rest")
-    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking), tmp_path,
+    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking, api), tmp_path,
                                        month="2017-11", date="2018-09-01T00:00:00+00:00", answer="Reject")
     _assert_answered(run, "Reject")
 

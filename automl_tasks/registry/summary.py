@@ -7,20 +7,19 @@ same thing: the Airflow approval task's body, the month run's description (and i
 
 from __future__ import annotations
 
-from automl_tasks import config
-from automl_tasks.registry import tracking
+from automl_tasks.registry import links, tracking
 
 SUMMARY_ARTIFACT = "decision.md"
 
 
 def run_link(experiment_id: str, run_id: str) -> str:
-    base = config.mlflow_ui_url()
-    return f"[{run_id[:8]}]({base}/#/experiments/{experiment_id}/runs/{run_id})" if base else f"`{run_id}`"
+    url = links.run_url(run_id, experiment_id)
+    return f"[{run_id[:8]}]({url})" if url else f"`{run_id}`"
 
 
 def version_link(name: str, version: str) -> str:
-    base = config.mlflow_ui_url()
-    return f"[{name} v{version}]({base}/#/models/{name}/versions/{version})" if base else f"{name} v{version}"
+    url = links.version_url(name, version)
+    return f"[{name} v{version}]({url})" if url else f"{name} v{version}"
 
 
 def _num(value, signed: bool = False) -> str:
