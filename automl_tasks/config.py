@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from automl_tasks.errors import ConfigError
 
 
 def home() -> Path:
@@ -13,9 +16,21 @@ def home() -> Path:
     return path
 
 
+def url_setting(var: str) -> str | None:
+    """The URL in environment variable `var`, refused when it holds a password: MLflow prints the
+    tracking URI in its logs ("View run at ...") and the summaries link to it."""
+    url = os.environ.get(var)
+    parts = urlsplit(url or "")
+    if parts.password is not None:
+        shown = parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+        raise ConfigError(f"{var} holds a password ({shown}); URLs end up in logs and links: give the "
+                          "credentials in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+    return url
+
+
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, default a SQLite store under the home folder."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+    return url_setting("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 
 
 def local_artifact_root() -> Path | None:
@@ -26,7 +41,7 @@ def local_artifact_root() -> Path | None:
 
 
 def staging_dir() -> Path:
-    """Where tuning data is staged for executors (AUTOML_STAGING_DIR; must be shared on a cluster)."""
+    """Where Spark Connect tunings stage their data (AUTOML_STAGING_DIR; shared with the executors)."""
     path = Path(os.environ.get("AUTOML_STAGING_DIR") or home() / "staging")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -34,5 +49,12 @@ def staging_dir() -> Path:
 
 def mlflow_ui_url() -> str | None:
     """Base URL of the MLflow UI for links: AUTOML_MLFLOW_UI_URL, else an http(s) tracking URI."""
-    url = os.environ.get("AUTOML_MLFLOW_UI_URL") or tracking_uri()
+    url = url_setting("AUTOML_MLFLOW_UI_URL") or tracking_uri()
     return url.rstrip("/") if url.startswith(("http://", "https://")) else None
+
+
+def data_roots() -> list[Path]:
+    """Folders user-given data paths must be inside (PoC inputs): AUTOML_DATA_ROOTS
+    (os.pathsep-separated), else AUTOML_DATA_DIR, else the working directory."""
+    raw = os.environ.get("AUTOML_DATA_ROOTS") or os.environ.get("AUTOML_DATA_DIR") or os.getcwd()
+    return [Path(p).resolve() for p in raw.split(os.pathsep) if p]

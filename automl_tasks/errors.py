@@ -15,3 +15,7 @@ class DataError(AutomlError):
 
 class TuningError(AutomlError):
     """Tuning could not produce a model (for example every trial failed)."""
+
+
+class ConfigError(AutomlError):
+    """A setting in the environment is unusable or unsafe (names the variable, never a secret)."""

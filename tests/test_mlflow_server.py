@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
 import secrets
 import stat
@@ -20,6 +21,7 @@ import pytest
 import requests
 
 from tests.support.mlflow_server import REPO, START_SH, Server
+from tests.support.sockets import beyond_loopback, listeners, tree
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +47,7 @@ def _users_module():
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     with contextlib.ExitStack() as stack:
-        plain = Server(tmp_path_factory.mktemp("plain"))
+        plain = Server(tmp_path_factory.mktemp("plain"), env={"MLFLOW_HOST": ""})  # start.sh's default
         stack.callback(plain.stop)
         secured = Server(tmp_path_factory.mktemp("auth"), env=AUTH_ENV)
         stack.callback(secured.stop)
@@ -56,6 +58,22 @@ def servers(tmp_path_factory):
         plain.wait_healthy()
         secured.wait_healthy()
         yield {"plain": plain, "auth": secured}
+
+
+@pytest.fixture(scope="module")
+def team(servers) -> dict:
+    """`users.py setup-team --model loan_default` on the auth server, run once through the CLI's
+    main() (in-process: a second cold mlflow import costs ~30 s here); passwords travel in env
+    vars only. Returns the module, the argv and what it printed."""
+    users = _users_module()
+    argv = ["--url", servers["auth"].url, "setup-team", "--model", "loan_default"]
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        _as(mp, ADMIN)
+        mp.setenv("MLFLOW_AIRFLOW_PASSWORD", AIRFLOW_PW)
+        mp.setenv("MLFLOW_VIEWER_PASSWORD", VIEWER_PW)
+        assert users.main(argv) == 0
+    return {"users": users, "argv": argv, "printed": printed.getvalue()}
 
 
 def _as(monkeypatch, user: tuple[str, str] | None) -> None:
@@ -120,6 +138,15 @@ def test_start_sh_refuses_auth_without_credentials(tmp_path):
     done = subprocess.run(["bash", str(START_SH)], env=base | {"MLFLOW_AUTH": "yes"},
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "MLFLOW_AUTH must be true or false" in done.stderr
+    # Every account gets at least the default permission on everything: never a writing one.
+    credentials = {**AUTH_ENV, "MLFLOW_AUTH_ADMIN_USERNAME": "admin"}
+    for default in ("EDIT", "MANAGE", "read"):
+        done = subprocess.run(["bash", str(START_SH)], capture_output=True, text=True, timeout=30,
+                              env=base | credentials | {"MLFLOW_AUTH_DEFAULT_PERMISSION": default})
+        assert done.returncode == 2, done
+        assert (f"MLFLOW_AUTH_DEFAULT_PERMISSION must be NO_PERMISSIONS, READ or USE, got '{default}'"
+                in done.stderr)
+    assert not (tmp_path / "basic_auth.ini").exists()
 
 
 def test_server_without_auth_round_trips_a_run(servers, tmp_path, monkeypatch):
@@ -139,7 +166,7 @@ def test_server_without_auth_round_trips_a_run(servers, tmp_path, monkeypatch):
     assert len(server.pids()) <= 3, server.pids()
 
 
-def test_server_with_auth_enforces_users_and_grants(servers, tmp_path, monkeypatch, capsys):
+def test_server_with_auth_enforces_users_and_grants(servers, team, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     server = servers["auth"]
@@ -149,10 +176,12 @@ def test_server_with_auth_enforces_users_and_grants(servers, tmp_path, monkeypat
     ini = server.root / "basic_auth.ini"
     assert stat.S_IMODE(ini.stat().st_mode) == 0o600
     assert ADMIN[1] not in ini.read_text() and "admin_username = admin" in ini.read_text()
+    assert "default_permission = READ" in ini.read_text()   # anything not granted: read-only
 
     # Unauthenticated and wrongly authenticated calls are refused; /health stays open.
-    assert requests.get(f"{api}/experiments/search", params={"max_results": 1},
-                        timeout=30).status_code == 401
+    anonymous = requests.get(f"{api}/experiments/search", params={"max_results": 1}, timeout=30)
+    assert anonymous.status_code == 401
+    assert anonymous.text.startswith("You are not authenticated. Please see https://www.mlflow.org/docs/")
     assert requests.get(f"{api}/experiments/search", params={"max_results": 1},
                         auth=(ADMIN[0], "not-the-password"), timeout=30).status_code == 401
     assert requests.get(f"{url}/health", timeout=30).status_code == 200
@@ -161,16 +190,12 @@ def test_server_with_auth_enforces_users_and_grants(servers, tmp_path, monkeypat
     _as(monkeypatch, ADMIN)
     admin_exp = MlflowClient(tracking_uri=url).create_experiment("admin-only")
 
-    # setup-team through the CLI's main() (in-process: a second cold mlflow import costs
-    # ~30 s here); passwords travel in env vars only, never in argv or output.
-    users = _users_module()
-    monkeypatch.setenv("MLFLOW_AIRFLOW_PASSWORD", AIRFLOW_PW)
-    monkeypatch.setenv("MLFLOW_VIEWER_PASSWORD", VIEWER_PW)
-    argv = ["--url", url, "setup-team", "--model", "loan_default"]
-    assert users.main(argv) == 0
-    out = capsys.readouterr()
-    assert "user airflow: created" in out.out and "user viewer: created" in out.out
-    assert AIRFLOW_PW not in " ".join(argv) + out.out + out.err
+    # setup-team (the `team` fixture): the passwords were in env vars, never in argv or output.
+    users, argv = team["users"], team["argv"]
+    assert "user airflow: created" in team["printed"] and "user viewer: created" in team["printed"]
+    assert "user airflow: EDIT on experiments loan_default/monthly" in team["printed"]
+    assert "MANAGE on registered models loan_default" in team["printed"]
+    assert AIRFLOW_PW not in " ".join(argv) + team["printed"]
 
     client = MlflowClient(tracking_uri=url)
     monthly = client.get_experiment_by_name("loan_default/monthly").experiment_id
@@ -192,8 +217,9 @@ def test_server_with_auth_enforces_users_and_grants(servers, tmp_path, monkeypat
                          auth=viewer, timeout=30).status_code == 403
     # The service account got EDIT on its experiments only: the admin's one stays read-only.
     airflow = ("airflow", AIRFLOW_PW)
-    assert requests.post(f"{api}/runs/create", json={"experiment_id": admin_exp}, auth=airflow,
-                         timeout=30).status_code == 403
+    elsewhere = requests.post(f"{api}/runs/create", json={"experiment_id": admin_exp}, auth=airflow,
+                              timeout=30)
+    assert (elsewhere.status_code, elsewhere.text) == (403, "Permission denied")
 
     # create-user and grant, then re-grant downwards.
     _as(monkeypatch, ADMIN)
@@ -211,9 +237,78 @@ def test_server_with_auth_enforces_users_and_grants(servers, tmp_path, monkeypat
     assert requests.post(f"{api}/runs/create", json={"experiment_id": poc}, auth=analyst,
                          timeout=30).status_code == 403
     # Idempotent: running setup-team again changes nothing and fails on nothing.
+    monkeypatch.setenv("MLFLOW_AIRFLOW_PASSWORD", AIRFLOW_PW)
+    monkeypatch.setenv("MLFLOW_VIEWER_PASSWORD", VIEWER_PW)
     assert users.main(argv) == 0
+    assert "user airflow: password updated" in capsys.readouterr().out
     assert requests.post(f"{api}/runs/create", json={"experiment_id": monthly}, auth=airflow,
                          timeout=30).status_code == 200
+
+
+def test_servers_listen_on_loopback_only(servers):
+    """start.sh's default host (the plain server sets no MLFLOW_HOST) and the auth server: every
+    listening socket of the server and its workers is on loopback."""
+    for server in servers.values():
+        procs = tree(server.proc.pid)
+        assert server.port in {port for *_, port in listeners(procs)}, listeners(procs)
+        assert beyond_loopback(procs) == []
+
+
+def test_service_account_promotes_and_a_viewer_cannot_move_aliases(servers, team, tmp_path, monkeypatch):
+    """The library's own promotion calls as the `airflow` account: register, open a decision,
+    approve (moves `champion`, deletes `challenger`: MANAGE). A viewer reads the model and its
+    versions but every alias move is 403; the service account cannot touch another model."""
+    import lightgbm
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from automl_tasks.registry import promotion
+
+    url = servers["auth"].url
+    api = f"{url}/api/2.0/mlflow/registered-models"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "home"))
+    # The registered model exists already (made by the admin), so the account's rights on it
+    # come from setup-team's grant, not from having created it; so does another team's model.
+    _as(monkeypatch, ADMIN)
+    for name in ("loan_default", "other_team"):
+        MlflowClient(url).create_registered_model(name)
+
+    _as(monkeypatch, ("airflow", AIRFLOW_PW))
+    client = MlflowClient(url)
+    monthly = client.get_experiment_by_name("loan_default/monthly").experiment_id
+    x = np.random.default_rng(0).random((40, 3))
+    model = lightgbm.LGBMClassifier(n_estimators=3, min_child_samples=5, verbose=-1).fit(x, x[:, 0] > 0.5)
+    mlflow.set_tracking_uri(url)
+    with mlflow.start_run(experiment_id=monthly) as run:
+        logged = mlflow.lightgbm.log_model(model, name="model", pip_requirements=["lightgbm"])
+    version = promotion.register_candidate(logged.model_uri, "loan_default", month="2024-05",
+                                           run_id=run.info.run_id, tags={})
+    promotion.open_decision("loan_default", version, month="2024-05", evidence={"delta": 0.01},
+                            evidence_run_id=run.info.run_id, reasons=["test"])
+    assert client.get_registered_model("loan_default").aliases == {"challenger": version}
+    decision = promotion.decide("loan_default", version, approve=True, decided_by="user:tester")
+    assert decision.status == "approved"
+    assert client.get_registered_model("loan_default").aliases == {"champion": version}
+    airflow = ("airflow", AIRFLOW_PW)
+    other = requests.post(f"{api}/alias", auth=airflow, timeout=30,
+                          json={"name": "other_team", "alias": "champion", "version": "1"})
+    assert other.status_code == 403, other.text
+
+    viewer = ("viewer", VIEWER_PW)
+    _as(monkeypatch, viewer)
+    assert client.get_registered_model("loan_default").aliases == {"champion": version}
+    assert client.get_model_version("loan_default", version).tags["automl.decision.status"] == "approved"
+    for method, alias in (("post", "challenger"), ("post", "champion"), ("delete", "champion")):
+        resp = requests.request(method, f"{api}/alias", auth=viewer, timeout=30,
+                                json={"name": "loan_default", "alias": alias, "version": version})
+        assert (resp.status_code, resp.text) == (403, "Permission denied"), (method, alias)
+    with pytest.raises(MlflowException, match="Permission denied"):
+        client.set_registered_model_alias("loan_default", "champion", version)
+    _as(monkeypatch, ADMIN)
+    assert client.get_registered_model("loan_default").aliases == {"champion": version}
 
 
 def test_users_cli_runs_as_a_script():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from automl_tasks.errors import DataError, SpecError
 
 MONTH_COL = "__month"   # YYYY-MM of each row, derived from the timestamp or month column
+ALL_ROWS = "all"        # the one "month" of data without a time column (a PoC's table)
 
 
 def read_source(spark, source: str, fmt: str | None = None):
@@ -31,15 +33,22 @@ def read_source(spark, source: str, fmt: str | None = None):
     except AnalysisException as exc:
         raise DataError(f"cannot read {fmt} source {source}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # corrupt files surface as JVM errors of many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _jvm_message(exc)
         hint = ""
-        if "TIMESTAMP(NANOS" in first:
+        if "TIMESTAMP(NANOS" in str(exc):
             hint = ("; Spark reads timestamps in micro- or milliseconds: write them so (pandas: "
                     "to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True))")
         raise DataError(f"cannot read {fmt} source {source}: {first[:300]}{hint}") from None
     if not df.columns:
         raise DataError(f"data source {source} has no columns")
     return df
+
+
+def _jvm_message(exc: Exception) -> str:
+    """The error's own first line, not py4j's "An error occurred while calling o123.parquet." header."""
+    lines = [line for line in str(exc).strip().splitlines()
+             if line.strip() and not line.startswith("An error occurred while calling")]
+    return re.sub(r"^:?\s*[\w.$]+(Exception|Error): ", "", lines[0]) if lines else type(exc).__name__
 
 
 def _infer_format(source: str) -> str:
@@ -54,11 +63,14 @@ def _infer_format(source: str) -> str:
 
 
 def with_month(df, timestamp: str | None, month_column: str | None):
-    """Add MONTH_COL; bad time values are an error naming the column and a value."""
+    """Add MONTH_COL; bad time values are an error naming the column and a value.
+
+    Data without a time column (neither given) is one window: every row's month is ALL_ROWS.
+    """
     from pyspark.sql import functions as F
 
     if not timestamp and not month_column:
-        raise SpecError("data.timestamp or data.month_column is needed for month windows")
+        return df.withColumn(MONTH_COL, F.lit(ALL_ROWS))
     column = timestamp or month_column
     if column not in df.columns:
         raise DataError(f"time column {column!r} is not in the data; columns: {', '.join(df.columns)}")
