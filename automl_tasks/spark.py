@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -52,3 +53,28 @@ def task_slots(spark) -> int:
         return max(1, spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect has no SparkContext: ask the conf instead.
         return max(1, int(spark.conf.get("spark.default.parallelism", "2")))
+
+
+@contextlib.contextmanager
+def driver_local_ml_io():
+    """Spark ML save/load inside the block read and write the driver's own files.
+
+    By default PipelineModel save/load run Spark jobs, so executors write and read the
+    files: a driver-local folder (a temp dir, an MLflow download) works only where the
+    executors share the driver's disk; on a cluster a save silently leaves the stages'
+    files on the executors' disks. Spark's switch for this (ReadWriteUtils.localSavingModeState,
+    made for Spark Connect's model cache) is a JVM thread-local; PySpark pins each Python
+    thread to its own JVM thread. Without a classic session (Spark Connect) nothing changes.
+    """
+    from pyspark.sql import SparkSession
+
+    sc = getattr(SparkSession.getActiveSession(), "_sc", None)
+    if sc is None:
+        yield
+        return
+    state = sc._jvm.org.apache.spark.ml.util.ReadWriteUtils.localSavingModeState()
+    state.set(True)
+    try:
+        yield
+    finally:
+        state.set(False)

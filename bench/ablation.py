@@ -78,7 +78,7 @@ def main() -> None:
     algorithm, params, _, _ = study._model_config(spec, quiet)
     plan = study._plan(spark, spec, month, None, spec.ablation.tables, "add", None, quiet)
     prepared = prepare(spark, study._study_spec(spec, plan, "add"), month)
-    staged, _ = study._stage_design(prepared, spec, args.repeats, args.folds)
+    staged, _ = study._stage_design(spark, prepared, spec, args.repeats, args.folds)
     ctx = study.StudyContext(staged, algorithm, spec.task, params, tuple(prepared.encoding.categorical_idx),
                              1, spec.seed)
     names = prepared.encoding.feature_names

@@ -47,7 +47,7 @@ def _stderr(line: str) -> None:
 @dataclass(frozen=True)
 class StudyContext:
     """What every fit of one study shares (small: travels with the wave)."""
-    data_path: str
+    data: object                     # tuning.runner.stage(): the staged design
     algorithm: str
     task: str
     params: dict
@@ -110,7 +110,7 @@ def run_ablation(spec: ModelSpec, month: str | None = None, *, candidates: list[
              f"({len(plan.base)} base features, {len(plan.candidates)} candidates)")
     prepared = prepare(spark, study_spec, month)
     names = prepared.encoding.feature_names
-    staged, ratio = _stage_design(prepared, spec, repeats, folds)
+    staged, ratio = _stage_design(spark, prepared, spec, repeats, folds)
     ctx = StudyContext(staged, algorithm, spec.task, params, tuple(prepared.encoding.categorical_idx),
                        int(os.environ.get("AUTOML_THREADS_PER_TASK", "1")), spec.seed)
     key = study_key(plan, direction, repeats, folds, algorithm, params, spec)
@@ -334,9 +334,9 @@ def _study_spec(spec: ModelSpec, plan: Plan, direction: str) -> ModelSpec:
 
 # --- design: repeated folds, arms, tasks -------------------------------------------------
 
-def _stage_design(prepared, spec: ModelSpec, repeats: int, folds: int) -> tuple[str, float]:
+def _stage_design(spark, prepared, spec: ModelSpec, repeats: int, folds: int) -> tuple[object, float]:
     """Stage X (window rows, then holdout rows) with one fold-id row per repeat; returns
-    (path, n_test/n_train) for the variance correction."""
+    (staged data, n_test/n_train) for the variance correction."""
     from automl_tasks.tuning.runner import stage
     from automl_tasks.tuning.validation import Folds, make_folds
 
@@ -347,9 +347,9 @@ def _stage_design(prepared, spec: ModelSpec, repeats: int, folds: int) -> tuple[
     if prepared.holdout is not None and len(prepared.holdout.y):
         X, y = np.vstack([X, prepared.holdout.X]), np.concatenate([y, prepared.holdout.y])
         ids = [np.concatenate([f, np.full(len(prepared.holdout.y), HOLDOUT_ROW)]) for f in ids]
-    # runner.stage hashes and writes X, y, fold_ids; here fold_ids is (repeats, rows).
-    path = stage(Folds(X, y, np.vstack(ids), folds, np.ones(len(y), dtype=bool), "repeated-cv"))
-    return path, 1.0 / (folds - 1)
+    # runner.stage ships X, y, fold_ids; here fold_ids is (repeats, rows).
+    staged = stage(spark, Folds(X, y, np.vstack(ids), folds, np.ones(len(y), dtype=bool), "repeated-cv"))
+    return staged, 1.0 / (folds - 1)
 
 
 def _arms(names: list[str], plan: Plan, direction: str) -> dict[str, tuple[int, ...]]:
@@ -390,7 +390,7 @@ def fit_task(ctx: StudyContext, task: FitTask) -> tuple[float, float, int, int]:
     from automl_tasks.models import adapters
     from automl_tasks.tuning.runner import load_staged
 
-    data = load_staged(ctx.data_path)
+    data = load_staged(ctx.data)
     ids = data["fold_ids"][task.repeat]
     if task.fold == HOLDOUT:
         fit_rows, valid_rows = ids >= 0, ids == HOLDOUT_ROW
@@ -565,7 +565,7 @@ def _earlier_study(spec: ModelSpec, month, fingerprint, key: str) -> dict | None
         return None
     tags = {**tracking.run_tags(spec, "ablation", month, fingerprint), "automl.study_key": key,
             "automl.status": "ok"}
-    tags.pop("automl.dag_run_id", None)
+    tags = {k: v for k, v in tags.items() if k not in tracking.AIRFLOW_TAGS}
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     runs = client.search_runs([experiment.experiment_id], f"{query} and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)

@@ -25,7 +25,7 @@ from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.data.windows import shift_month
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
-from automl_tasks.models import scoring
+from automl_tasks.models import export, scoring
 from automl_tasks.registry import promotion, tracking
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month
@@ -61,9 +61,8 @@ def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:
     pipeline_dir = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="preprocessing", dst_path=str(local))
     meta = json.loads(Path(meta_path).read_text())
-    flavor = mlflow.xgboost if algorithm == "xgboost" else mlflow.lightgbm
-    return ScoredModel(meta, scoring.load_pipeline(pipeline_dir), flavor.load_model(model_uri),
-                       meta["params"])
+    return ScoredModel(meta, scoring.load_pipeline(pipeline_dir),
+                       export.load_flavor_model(algorithm, model_uri, meta), meta["params"])
 
 
 def load_champion(name: str) -> tuple[str, ScoredModel] | None:
@@ -181,16 +180,21 @@ def _candidate_summary(client, run) -> dict:
 
 
 def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepared, month: str, *,
-                     spark, progress, warm_start=None, dag_run_id=None) -> dict:
-    """The month's tuning for this spec's commit and data: a FINISHED run if there is one, else new."""
+                     spark, progress, warm_start=None, dag_run_id=None, parent: str | None = None) -> dict:
+    """The month's tuning for this spec's commit and data: a FINISHED run if there is one, else
+    new, or an interrupted one under `parent` (the month run) finished in place."""
     tags = tracking.run_tags(spec, "tuning", month, prepared.fingerprint)
     run = _find_run(client, experiment, tags, finished=True)
     if run is not None:
         progress(f"{spec.name} {month}: {tags['automl.branch']} ({tags['automl.git_commit'][:10]}): "
                  f"reusing tuning run {run.info.run_id}")
         return _candidate_summary(client, run)
+    interrupted = _find_run(client, experiment, tags, parent=parent) if parent else None
+    if interrupted is not None:
+        progress(f"{spec.name} {month}: resuming the interrupted tuning run {interrupted.info.run_id}")
     summary = tune(spec, month, spark=spark, progress=progress, purpose=PURPOSE, warm_start=warm_start,
-                   dag_run_id=dag_run_id, prepared=prepared)
+                   dag_run_id=dag_run_id, prepared=prepared,
+                   resume=interrupted.info.run_id if interrupted else None)
     best = next(e for e in summary["leaderboard"] if e["algorithm"] == summary["best"]["algorithm"])
     return {"run_id": summary["run_id"], "leaderboard": summary["leaderboard"], "best": best,
             "reused": False, "fit_seconds": summary["fit_seconds"]}
@@ -347,7 +351,8 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
     # 2. Candidates, warm-started from the champion's params; reused when already tuned.
     warm = {champion[1].meta["algorithm"]: [champion[1].params]} if champion is not None else None
     candidates = tuned_candidates(client, experiment, spec, prepared, month, spark=spark,
-                                  progress=progress, warm_start=warm, dag_run_id=dag_run_id)
+                                  progress=progress, warm_start=warm, dag_run_id=dag_run_id,
+                                  parent=parent)
     runs["tuning"] = candidates["run_id"]
     best = candidates["best"]
     timings.lap("tuning")
@@ -428,7 +433,8 @@ def _decide(spec: ModelSpec, month: str, mode: str, record: dict, progress) -> d
                 "champion_metric": (record["champion"] or {}).get("metric"),
                 "comparisons": record["comparisons"], "policy_says": approve}
     decision = promotion.open_decision(spec.name, version, month=month, evidence=evidence,
-                                       evidence_run_id=runs["month"], reasons=reasons)
+                                       evidence_run_id=runs["month"], reasons=reasons,
+                                       measured_against=(record["champion"] or {}).get("version"))
     summary.publish(spec.name, version, runs["month"], text)
     if mode == "auto" and decision.status == "pending":
         decision = promotion.decide(spec.name, version, approve=approve, decided_by="policy:auto")

@@ -15,25 +15,33 @@ Where a decision lives, on its model version:
 
 Write order for `decide`, chosen so a failure at any step leaves a state a retry can finish:
   1. validate and read everything; no writes yet;
-  2. tags `requested` and `champion_before`;
-  3. move `champion` (approve only, and only if it does not already point here);
-  4. remove `challenger` if it points here;
-  5. the artifact, then the status tags, then the record (commit).
-If the alias move in step 3 fails, the record still says pending and the status tag was never
+  2. the decision artifact: a full disk or unwritable artifact store stops here, before any
+     tag or alias changes (the record tag, not the artifact, says what was decided);
+  3. tags `requested` and `champion_before`;
+  4. move `champion` (approve only, and only if it does not already point here);
+  5. remove `challenger` if it points here;
+  6. the status tags, then the record (commit).
+If the alias move in step 4 fails, the record still says pending and the status tag was never
 touched, so nothing claims "approved" unless the alias moved. If a later step fails, the
 alias has moved but the record still says pending. A retry of the same outcome sees the
 request it made, takes `champion_before` from the tag and does not move the alias again.
 Rejecting such a half-approved version raises, because it would leave a rejected champion.
 
-Each step is idempotent, but two steps running at once on the same model are not
-synchronised. Airflow runs one decision task per model at a time.
+`open_decision` and `decide` run one at a time per model, whoever calls them (two
+deployments, a person and a policy): see `_claim`. So of two approvals racing for one
+model, one moves `champion`, and the other finds the champion it was measured against
+gone and ends `superseded`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import random
 import re
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -52,6 +60,10 @@ SOURCE_RUN, MODEL_URI, CANDIDATE_MONTH = "automl.source_run_id", "automl.model_u
 TAG_LIMIT = MAX_TAG
 SUPERSEDED_BY = "system:superseded"
 NO_CHAMPION = "none"  # tag value for "no champion yet"; versions are numbers
+CLAIM = PREFIX + "claim."   # + a random key: one registered-model tag per open/decide in progress
+CLAIM_TTL_S = 600.0         # an older claim was left by a crashed process: ignored and removed
+CLAIM_WAIT_S = 120.0        # how long to wait for other steps on the model before giving up
+_NOW = object()             # open_decision's default: measured against the champion of now
 _MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
@@ -114,15 +126,23 @@ def register_candidate(model_uri: str, name: str, *, month: str, run_id: str,
 
 
 def open_decision(name: str, version: str, *, month: str, evidence: dict,
-                  evidence_run_id: str | None, reasons: list[str]) -> Decision:
+                  evidence_run_id: str | None, reasons: list[str], measured_against=_NOW) -> Decision:
     """Make `version` the challenger with a pending decision for `month`.
 
     A pending decision on another version of the model becomes superseded. Re-opening the
     same version and month returns the recorded decision without writing anything, except
     that it sets the challenger alias if an earlier attempt failed before setting it.
+    `measured_against`: the champion version the evidence compared with (None: there was
+    none); approval requires it to be champion still. Default: the champion now.
     """
     c, version = client(), str(version)
     _check_month(month)
+    _model_version(c, name, version)
+    with _claim(c, name):
+        return _open(c, name, version, month, evidence, evidence_run_id, reasons, measured_against)
+
+
+def _open(c, name, version, month, evidence, evidence_run_id, reasons, measured_against) -> Decision:
     mv = _model_version(c, name, version)
     existing = _decision_of(c, mv)
     if existing is not None:
@@ -137,9 +157,11 @@ def open_decision(name: str, version: str, *, month: str, evidence: dict,
     aliases = _aliases(c, name)
     # champion_before: the champion this decision's evidence was measured against; approval
     # checks it still is (safe promotion).
+    before = aliases.get(CHAMPION) if measured_against is _NOW else (
+        None if measured_against is None else str(measured_against))
     decision = Decision(model=name, version=version, month=month, status="pending",
                         decided_by=None, reasons=list(reasons), evidence_run_id=evidence_run_id,
-                        evidence=evidence, created_at=_now(), champion_before=aliases.get(CHAMPION))
+                        evidence=evidence, created_at=_now(), champion_before=before)
     _encode(decision)  # fails here, before any write, if it cannot be recorded
     stale = [d for d in _decisions(c, name) if d.status == "pending"]
     for old in stale:
@@ -169,10 +191,16 @@ def decide(name: str, version: str, *, approve: bool, decided_by: str,
     the write order.
     """
     c, version = client(), str(version)
-    outcome, verb = ("approved", "approve") if approve else ("rejected", "reject")
     if not decided_by or len(decided_by) > 250:
         raise AutomlError(f"decide({name!r}, v{version}): decided_by must be a short non-empty "
                           f"name such as 'user:alice' or 'policy:auto', got {decided_by!r}")
+    _model_version(c, name, version)
+    with _claim(c, name):
+        return _decide(c, name, version, approve, decided_by, reasons)
+
+
+def _decide(c, name: str, version: str, approve: bool, decided_by: str, reasons) -> Decision:
+    outcome, verb = ("approved", "approve") if approve else ("rejected", "reject")
     mv = _model_version(c, name, version)
     decision = _decision_of(c, mv)
     if decision is None:
@@ -208,13 +236,13 @@ def decide(name: str, version: str, *, approve: bool, decided_by: str,
         decision, status=outcome, decided_by=decided_by, decided_at=_now(),
         reasons=decision.reasons + list(reasons or []), champion_before=before,
         champion_after=version if approve else before)
-    _encode(final)
+    _write_artifact(c, final)
     _set_tags(c, name, version, {REQUESTED: outcome, CHAMPION_BEFORE: before or NO_CHAMPION})
     if approve:
         _point_alias(c, name, CHAMPION, version, aliases)
     if aliases.get(CHALLENGER) == version:
         c.delete_registered_model_alias(name, CHALLENGER)
-    _record(c, final)
+    _record_tags(c, final)
     return final
 
 
@@ -317,13 +345,66 @@ def _find(fetch):
 
 def _record(c, decision: Decision) -> None:
     """Artifact, then status tags, then the record tag, which commits the decision."""
-    full, tag = _encode(decision)
+    _write_artifact(c, decision)
+    _record_tags(c, decision)
+
+
+def _write_artifact(c, decision: Decision) -> None:
+    full, _ = _encode(decision)
     if decision.evidence_run_id is not None:
         c.log_text(decision.evidence_run_id, full, decision.artifact_path)
+
+
+def _record_tags(c, decision: Decision) -> None:
+    _, tag = _encode(decision)
     index = {STATUS: decision.status, MONTH: decision.month}
     if decision.decided_by:
         index[DECIDED_BY] = decision.decided_by
     _set_tags(c, decision.model, decision.version, {**index, RECORD: tag})
+
+
+@contextlib.contextmanager
+def _claim(c, name: str):
+    """Run the block as the only open/decide on model `name`.
+
+    MLflow has no compare-and-set on aliases or tags: two approvals at once could both read
+    the old champion and both move `champion`. So each caller writes its own claim (a tag
+    with a fresh random key on the registered model), then reads all claims, and goes ahead
+    only if there is no other live one; otherwise it withdraws its claim and tries again
+    after a random pause. With linearizable tag writes and reads (one tracking store), two
+    callers cannot both go ahead: whichever wrote its claim second reads the first one's.
+    Both may withdraw at once; the random pauses let one through on a later try. The claim
+    is removed when the block ends; one older than CLAIM_TTL_S was left by a crashed process.
+    """
+    key = CLAIM + uuid.uuid4().hex
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        c.set_registered_model_tag(name, key, _now())
+        others = _other_claims(c, name, key)
+        if not others:
+            break
+        c.delete_registered_model_tag(name, key)
+        if time.monotonic() > deadline:
+            raise AutomlError(f"another decision step on {name} has been running for over "
+                              f"{CLAIM_WAIT_S:.0f}s (registered-model tags {', '.join(others)}); retry later")
+        time.sleep(random.uniform(0.05, 0.5))
+    try:
+        yield
+    finally:
+        _find(lambda: c.delete_registered_model_tag(name, key))
+
+
+def _other_claims(c, name: str, key: str) -> list[str]:
+    """The live claims on the model besides `key`; expired ones are removed."""
+    live = []
+    for tag, at in c.get_registered_model(name).tags.items():
+        if not tag.startswith(CLAIM) or tag == key:
+            continue
+        if (datetime.now(timezone.utc) - datetime.fromisoformat(at)).total_seconds() > CLAIM_TTL_S:
+            _find(lambda tag=tag: c.delete_registered_model_tag(name, tag))
+        else:
+            live.append(tag)
+    return live
 
 
 def _set_tags(c, name: str, version: str, tags: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 
 from automl_tasks import config
+from automl_tasks.registry import links
 from automl_tasks.spec import ModelSpec
 
 MAX_TAG = 5000
@@ -23,7 +24,11 @@ def client():
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = config.tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    # The registry lives in the same store. Set explicitly, MLflow no longer asks an active
+    # Spark session for "spark.mlflow.modelRegistryUri" each time it makes a client (a py4j
+    # call, which fails while a signal-interrupted Spark call is unwinding).
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def experiment_id(mlflow_client, spec: ModelSpec, purpose: str) -> str:
@@ -50,10 +55,37 @@ def run_tags(spec: ModelSpec, kind: str, month: str | None, fingerprint: str | N
         tags["automl.data_fingerprint"] = fingerprint
     # The spec's content too: an edited, uncommitted spec must not reuse runs made from the old one.
     tags["automl.spec_hash"] = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
-    dag_run_id = dag_run_id or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
-    if dag_run_id:
-        tags["automl.dag_run_id"] = dag_run_id
-    return tags
+    return {**tags, **airflow_tags(dag_run_id)}
+
+
+# Who made a run, not what it is: never part of a key that finds a run for reuse.
+AIRFLOW_TAGS = ("automl.dag_run_id", "automl.dag_id", "automl.task_id", "automl.airflow_url")
+
+
+def airflow_tags(dag_run_id: str | None = None) -> dict[str, str]:
+    """The Airflow DAG run and task a run was made in, and a link back to the DAG run in the Airflow UI.
+
+    Read from the AIRFLOW_CTX_* variables Airflow exports into a task's process; none from the CLI.
+    """
+    env = os.environ
+    dag_run_id = dag_run_id or env.get("AIRFLOW_CTX_DAG_RUN_ID")
+    if not dag_run_id:
+        return {}
+    dag_id, task_id = env.get("AIRFLOW_CTX_DAG_ID"), env.get("AIRFLOW_CTX_TASK_ID")
+    tags = {"automl.dag_run_id": dag_run_id, "automl.dag_id": dag_id, "automl.task_id": task_id,
+            "automl.airflow_url": dag_id and links.airflow_run_url(dag_id, dag_run_id)}
+    return {key: value for key, value in tags.items() if value}
+
+
+def clear_attempt(mlflow_client, experiment: str, run_id: str) -> None:
+    """Delete what an interrupted attempt of `run_id` left inside it (its nested runs and the
+    models it logged), so the resumed run logs them once. Deleted runs stay restorable."""
+    children = mlflow_client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{run_id}'",
+                                         max_results=50000)
+    for child in children:
+        mlflow_client.delete_run(child.info.run_id)
+    for model in mlflow_client.search_logged_models([experiment], f"source_run_id = '{run_id}'"):
+        mlflow_client.delete_logged_model(model.model_id)
 
 
 def _param_value(value) -> str:

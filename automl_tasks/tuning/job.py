@@ -20,7 +20,7 @@ from automl_tasks import config
 from automl_tasks.data.prepare import Prepared, prepare
 from automl_tasks.errors import SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric, is_better
-from automl_tasks.models import adapters, export
+from automl_tasks.models import adapters, export, scoring
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark, task_slots
 from automl_tasks.spec import ModelSpec, check_month
@@ -37,12 +37,18 @@ def _stderr(line: str) -> None:
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
          spark=None, progress: Callable[[str], None] = _stderr, purpose: str = "tuning",
          warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None,
-         prepared: Prepared | None = None) -> dict:
+         prepared: Prepared | None = None, deadline: float | None = None,
+         resume: str | None = None) -> dict:
     """Tune every (or the named) algorithm of `spec` on the window before `month`.
 
     Returns the summary the CLI prints with --json: run_id, experiment, best,
     leaderboard, trials, model_dir. `prepared`: the checked, encoded window when the
     caller has it already (the monthly job checks the data before anything else).
+    `deadline` (a `time.monotonic()` value): the whole tuning, refits included, should end
+    by then; each algorithm's search gets an equal share of the time left (see `share_of`), and a
+    Spark ML algorithm whose one trial cannot end by then is skipped (`_past_deadline`).
+    `resume`: the run of an interrupted attempt of this same tuning, finished in place; the
+    search runs again (seeded, so it proposes the same trials) and replaces its trial runs.
     """
     if month is not None:
         check_month(month)
@@ -56,7 +62,7 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
         prepared = prepare(spark, spec, month)
     folds = make_folds(prepared.train, prepared.given, spec.validation, spec.task,
                        prepared.window.train, seed=spec.seed, classes=prepared.classes)
-    data_path = stage(folds)
+    staged = stage(spark, folds)
     slots = task_slots(spark)
     progress(f"{spec.name}: window {prepared.window.train[0]} to {prepared.window.train[-1]} "
              f"({len(prepared.train.y)} rows, {len(prepared.encoding.feature_names)} features), "
@@ -69,19 +75,21 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     experiment = tracking.experiment_id(client, spec, purpose)
     tags = tracking.run_tags(spec, "tuning", month, prepared.fingerprint, dag_run_id)
     # Nested when a caller's run is active (the monthly job's month run).
-    with mlflow.start_run(experiment_id=experiment, run_name=f"tune-{month or 'all'}", tags=tags,
-                          nested=mlflow.active_run() is not None) as run:
+    with mlflow.start_run(run_id=resume, experiment_id=experiment, run_name=f"tune-{month or 'all'}",
+                          tags=tags, nested=mlflow.active_run() is not None) as run:
+        if resume:
+            tracking.clear_attempt(client, experiment, resume)
         try:
-            summary = _run(spark, spec, month, chosen, prepared, folds, data_path, slots, client,
-                           experiment, run.info.run_id, tags, progress, warm_start or {})
+            summary = _run(spark, spec, month, chosen, prepared, folds, staged, slots, client,
+                           experiment, run.info.run_id, tags, progress, warm_start or {}, deadline)
             return {**summary, "experiment": f"{spec.name}/{purpose}"}
         except BaseException as exc:
             client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
             raise
 
 
-def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots, client, experiment,
-         run_id, tags, progress, warm_start) -> dict:
+def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, client, experiment,
+         run_id, tags, progress, warm_start, deadline=None) -> dict:
     import mlflow
 
     mlflow.log_params({
@@ -105,18 +113,45 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
     leaderboard = []
     model_root = config.home() / "models" / spec.name / run_id
     logger = tracking.TrialLogger(client, experiment, run_id, tags, spec.metric)
+    finishing: list[float] = []      # seconds each algorithm spent after its search (deadline planning)
+    driver_wave: list[float] = []    # seconds one trial (a wave) plus finishing took, driver-fitted algorithms
     try:
-        for algorithm in chosen:
-            ctx = FitContext(data_path, algorithm, spec.task, spec.metric,
+        for index, algorithm in enumerate(chosen):
+            ctx = FitContext(staged, algorithm, spec.task, spec.metric,
                              tuple(prepared.encoding.categorical_idx), threads, spec.seed)
-            trials = run_search(spark, ctx, spec.algorithms[algorithm], folds.n_folds, slots,
-                                progress, logger.submit, warm_start.get(algorithm))
+            algo = spec.algorithms[algorithm]
+            skipped = _past_deadline(algorithm, deadline, driver_wave) if leaderboard else None
+            if skipped:
+                progress(f"{algorithm}: skipped: {skipped}")
+                leaderboard.append({"algorithm": algorithm, "status": "skipped", "reason": skipped, "trials": 0,
+                                    "failed": 0, "cv_value": None, "holdout_value": None, "params": None,
+                                    "model_dir": None, "model_uri": None, "baseline_value": None, "lift": None})
+                continue
+            if deadline is not None:
+                budget = share_of(deadline - time.monotonic(), chosen[index:], finishing, driver_wave)
+                algo = algo.model_copy(update={"time_budget_s": budget})
+                progress(f"{algorithm}: {budget:.1f}s of search time (deadline in "
+                         f"{deadline - time.monotonic():.0f}s, {len(chosen) - index} algorithm(s) left)")
+            searched = time.monotonic()
+            trials = run_search(spark, ctx, algo, folds.n_folds, slots, progress, logger.submit,
+                                warm_start.get(algorithm))
             all_trials += trials
+            started = time.monotonic()
             mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
             entry = _finish_algorithm(algorithm, trials, prepared, folds, model_root, run_id, progress)
-            baseline = run_baseline(spark, ctx, spec.algorithms[algorithm], folds.n_folds)
-            baseline_seconds += baseline.seconds
-            leaderboard.append(_with_baseline(entry, baseline, spec.metric, progress))
+            if deadline is not None and time.monotonic() >= deadline:
+                progress(f"{algorithm}: default params not measured: the deadline has passed")
+                baseline = None
+            else:
+                baseline = run_baseline(spark, ctx, algo, folds.n_folds)
+                baseline_seconds += baseline.seconds
+            entry = _with_baseline(entry, baseline, spec.metric, progress)
+            finishing.append(time.monotonic() - started)
+            if adapters.runs_on_driver(algorithm) and trials:
+                driver_wave.append((started - searched) / len(trials) + finishing[-1])
+            leaderboard.append({**entry, "wall_seconds": round(time.monotonic() - searched, 3),
+                                "fit_seconds": round(sum(t.seconds for t in trials) + entry.get("refit_seconds", 0.0)
+                                                     + (baseline.seconds if baseline else 0.0), 3)})
     finally:
         logger.close()
 
@@ -132,7 +167,7 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
         if is_better(spec.metric, entry["cv_value"], best["cv_value"]):
             best = entry
     pipeline_dir = model_root / "preprocessing"
-    prepared.pipeline.write().overwrite().save(str(pipeline_dir))
+    scoring.save_pipeline(prepared.pipeline, pipeline_dir)
     mlflow.log_artifacts(str(pipeline_dir), "preprocessing")
     mlflow.log_dict(leaderboard, "leaderboard.json")
     mlflow.set_tags({"automl.best_algorithm": best["algorithm"], "automl.status": "ok"})
@@ -153,6 +188,48 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, data_path, slots
         "model_dir": best["model_dir"],
         "tracking_uri": config.tracking_uri(),
     }
+
+
+FIRST_FINISH_GUESS_S = 3.0   # refit + default-params fit + export, before one has been measured
+DRIVER_FIRST_GUESS_S = 30.0  # a Spark ML trial (3 folds on the driver) and its refit, before one has been measured
+
+
+def _past_deadline(algorithm: str, deadline: float | None, driver_wave: list[float]) -> str | None:
+    """Why `algorithm` cannot start before the deadline, or None.
+
+    A driver-fitted (Spark ML) algorithm's single trial plus refit takes about what the
+    quickest such algorithm took so far; one that would end past the deadline is skipped
+    rather than overrun it. (The first algorithm always runs: a tuning returns a model.)
+    """
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return f"the deadline passed {-left:.0f}s ago"
+    if adapters.runs_on_driver(algorithm) and driver_wave and left < min(driver_wave):
+        return (f"{left:.0f}s left before the deadline; one trial of a Spark ML algorithm and its refit "
+                f"took {min(driver_wave):.0f}s")
+    return None
+
+
+def minimum_of(algorithm: str, finishing: list[float], driver_wave: list[float]) -> float:
+    """Seconds an algorithm needs at the least: a Spark ML one, one trial and its refit (as the
+    quickest such algorithm so far took, else a first guess); a booster, its finishing."""
+    if adapters.runs_on_driver(algorithm):
+        return min(driver_wave) if driver_wave else DRIVER_FIRST_GUESS_S
+    return max(finishing) if finishing else FIRST_FINISH_GUESS_S
+
+
+def share_of(left_s: float, remaining: list[str], finishing: list[float], driver_wave: list[float]) -> float:
+    """Search seconds for `remaining[0]`: an equal share of the time left once every remaining
+    algorithm's minimum (`minimum_of`) is kept back, so the boosters searched first leave the
+    Spark ML algorithms after them time for their slow first trial.
+
+    Time an algorithm leaves unused rolls over to the ones after it. Never below a tenth of
+    a second: an algorithm that starts runs at least one wave of trials.
+    """
+    free = left_s - sum(minimum_of(a, finishing, driver_wave) for a in remaining)
+    return max(0.1, free / len(remaining))
 
 
 def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: Path, run_id, progress):
@@ -190,11 +267,13 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: 
             "model_uri": logged.model_uri, "refit_seconds": round(refit_seconds, 3)}
 
 
-def _with_baseline(entry: dict, baseline: TrialResult, metric: str, progress) -> dict:
-    """Log the default-params CV metric and the tuned model's lift over it."""
+def _with_baseline(entry: dict, baseline: TrialResult | None, metric: str, progress) -> dict:
+    """Log the default-params CV metric and the tuned model's lift over it (None: not measured)."""
     import mlflow
 
     algorithm = entry["algorithm"]
+    if baseline is None:
+        return {**entry, "baseline_value": None, "lift": None}
     if baseline.status == "FAILED":
         progress(f"{algorithm}: default params failed: {baseline.error.splitlines()[0][:160]}")
         mlflow.set_tag(f"automl.baseline_error.{algorithm}", baseline.error[:tracking.MAX_TAG])
@@ -234,7 +313,7 @@ def format_leaderboard(leaderboard: list[dict], metric: str) -> str:
     lines = [f"{'algorithm':<10} {'cv ' + metric:>18} {'holdout':>10} {'defaults':>10} {'lift':>9} "
              f"{'trials':>7} {'failed':>7}"]
     for e in leaderboard:
-        cv = "failed" if e["cv_value"] is None else number(e["cv_value"])
+        cv = e["status"] if e["cv_value"] is None else number(e["cv_value"])
         lines.append(f"{e['algorithm']:<10} {cv:>18} {number(e['holdout_value']):>10} "
                      f"{number(e.get('baseline_value')):>10} {number(e.get('lift'), signed=True):>9} "
                      f"{e['trials']:>7} {e['failed']:>7}")

@@ -1,9 +1,9 @@
 """Trials as Spark tasks: one task per (trial, fold), results back to the driver.
 
-The encoded window is staged once per tuning as a .npz file that executors load
+The encoded window is shipped to the executors once per tuning (`stage`) and loaded
 once per Python worker (workers are reused), so a wave of trials ships only the
-small list of configs. On a cluster the staging folder must be shared storage
-(AUTOML_STAGING_DIR). Only DataFrame APIs are used, so Spark Connect works too.
+small list of configs. Only DataFrame APIs run the tasks, so Spark Connect works too.
+Spark ML algorithms, which need the driver's session, run their folds on the driver.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TASK_SCHEMA = "task long, value double, seconds double, error string, n_train lo
 @dataclass(frozen=True)
 class FitContext:
     """What every trial of one tuning shares (small: travels with each wave)."""
-    data_path: str
+    data: object                     # what stage() returned: a broadcast, or a shared file's path
     algorithm: str
     task: str
     metric: str
@@ -36,15 +36,37 @@ class FitContext:
     seed: int
 
 
-def stage(folds: Folds) -> str:
-    """Write the window once; the name is its content hash, so re-staging is free."""
+_BROADCAST: list = []    # the driver's current staged window (one tuning's data at a time)
+
+
+def stage(spark, folds: Folds):
+    """Ship the window (X, y, fold ids) to the executors; returns what `load_staged` reads.
+
+    Classic Spark: a broadcast, which Spark itself moves to every executor, so no task
+    reads a file on the driver's disk (executors on other hosts could not). Staging
+    releases the previous broadcast. Spark Connect has no broadcasts: a .npz file named
+    by its content under AUTOML_STAGING_DIR, which must then be storage every executor reads.
+    """
+    arrays = {"X": folds.X, "y": folds.y, "fold_ids": folds.fold_ids}
+    sc = getattr(spark, "_sc", None)          # None on Spark Connect
+    if sc is None:
+        return _stage_file(arrays)
+    while _BROADCAST:
+        old = _BROADCAST.pop()
+        if old._sc is sc:                     # not if its session was stopped since
+            old.destroy()
+    _BROADCAST.append(sc.broadcast(arrays))
+    return _BROADCAST[0]
+
+
+def _stage_file(arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
-    for array in (folds.X, folds.y, folds.fold_ids):
+    for array in arrays.values():
         digest.update(np.ascontiguousarray(array).tobytes())
     path = staging_dir() / f"{digest.hexdigest()[:20]}.npz"
     if not path.exists():
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, X=folds.X, y=folds.y, fold_ids=folds.fold_ids)
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
     return str(path)
 
@@ -52,13 +74,15 @@ def stage(folds: Folds) -> str:
 _CACHE: dict[str, dict[str, np.ndarray]] = {}
 
 
-def load_staged(path: str) -> dict[str, np.ndarray]:
-    """The staged arrays (X, y, fold_ids), loaded once per Python worker."""
-    if path not in _CACHE:
+def load_staged(data) -> dict[str, np.ndarray]:
+    """The staged arrays (X, y, fold_ids) in a task, loaded once per Python worker."""
+    if not isinstance(data, str):
+        return data.value                     # the worker keeps a broadcast's value
+    if data not in _CACHE:
         _CACHE.clear()  # one tuning's data at a time per worker
-        with np.load(path) as data:
-            _CACHE[path] = {k: data[k] for k in data.files}
-    return _CACHE[path]
+        with np.load(data) as loaded:
+            _CACHE[data] = {k: loaded[k] for k in loaded.files}
+    return _CACHE[data]
 
 
 def fit_fold(ctx: FitContext, params: dict, fold: int) -> tuple[float, float, int, int]:
@@ -66,7 +90,7 @@ def fit_fold(ctx: FitContext, params: dict, fold: int) -> tuple[float, float, in
     from automl_tasks.evaluation.metrics import compute_metric
     from automl_tasks.models import adapters
 
-    data = load_staged(ctx.data_path)
+    data = load_staged(ctx.data)
     fit_rows, valid_rows = data["fold_ids"] != fold, data["fold_ids"] == fold
     start = time.perf_counter()
     model = adapters.fit(ctx.algorithm, ctx.task, params, data["X"][fit_rows], data["y"][fit_rows],
@@ -87,19 +111,31 @@ def run_tasks(spark, fit: Callable[[object], tuple[float, float, int, int]], tas
 
     def run(batches):
         for batch in batches:
-            rows = []
-            for index in batch["id"].tolist():
-                try:
-                    value, seconds, n_fit, n_valid = fit(tasks[index])
-                    error = None
-                except Exception as exc:  # recorded per task; the search goes on
-                    value, seconds, n_fit, n_valid = float("nan"), 0.0, 0, 0
-                    error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[-4000:]
-                rows.append((index, value, seconds, error, n_fit, n_valid))
+            rows = [_attempt(fit, tasks, index) for index in batch["id"].tolist()]
             yield pd.DataFrame(rows, columns=["task", "value", "seconds", "error", "n_train", "n_valid"])
 
     frame = spark.range(0, len(tasks), 1, numPartitions=max(1, partitions))
     return [row.asDict() for row in frame.mapInPandas(run, schema=TASK_SCHEMA).collect()]
+
+
+def run_on_driver(fit: Callable[[object], tuple[float, float, int, int]], tasks: list) -> list[dict]:
+    """`fit(task)` for every task, one after the other on the driver, recorded like `run_tasks`.
+
+    For models that need the driver's SparkSession (Spark ML): each fit is itself
+    data-parallel Spark jobs, so the tasks run in sequence.
+    """
+    keys = ["task", "value", "seconds", "error", "n_train", "n_valid"]
+    return [dict(zip(keys, _attempt(fit, tasks, index))) for index in range(len(tasks))]
+
+
+def _attempt(fit, tasks: list, index: int) -> tuple:
+    try:
+        value, seconds, n_fit, n_valid = fit(tasks[index])
+        error = None
+    except Exception as exc:  # recorded per task; the search goes on
+        value, seconds, n_fit, n_valid = float("nan"), 0.0, 0, 0
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[-4000:]
+    return (index, value, seconds, error, n_fit, n_valid)
 
 
 def _fit_trial_fold(ctx: FitContext, task: tuple[int, dict, int]) -> tuple[float, float, int, int]:
@@ -109,7 +145,13 @@ def _fit_trial_fold(ctx: FitContext, task: tuple[int, dict, int]) -> tuple[float
 
 def run_wave(spark, ctx: FitContext, trials: list[tuple[int, dict]], n_folds: int) -> list[dict]:
     """Run every fold of every trial as its own Spark task; returns one dict per (trial, fold)."""
+    from automl_tasks.models.adapters import runs_on_driver
+
     tasks = [(trial, params, fold) for trial, params in trials for fold in range(n_folds)]
-    # One partition per task: Spark hands the next task to whichever slot frees first.
-    rows = run_tasks(spark, functools.partial(_fit_trial_fold, ctx), tasks, len(tasks))
+    fit = functools.partial(_fit_trial_fold, ctx)
+    if runs_on_driver(ctx.algorithm):
+        rows = run_on_driver(fit, tasks)
+    else:
+        # One partition per task: Spark hands the next task to whichever slot frees first.
+        rows = run_tasks(spark, fit, tasks, len(tasks))
     return [{**row, "trial": tasks[row["task"]][0], "fold": tasks[row["task"]][2]} for row in rows]

@@ -27,9 +27,11 @@ _SERVER_VARS = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLF
 class Server:
     """A started `start.sh` process group; `wait_healthy()` then `stop()` (always)."""
 
-    def __init__(self, root: Path, *, extra_args: tuple[str, ...] = (), env: dict | None = None):
+    def __init__(self, root: Path, *, extra_args: tuple[str, ...] = (), env: dict | None = None,
+                 port: int | None = None):
+        # port: a restart on the port (and root) of a stopped server, which clients still use.
         root.mkdir(parents=True, exist_ok=True)
-        self.root, self.port = root, free_port()
+        self.root, self.port = root, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "server.log"
         base = {k: v for k, v in os.environ.items() if k not in _SERVER_VARS}
