@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -100,6 +101,37 @@ def _show_tune(result: dict) -> None:
 
 def _show_json(result: dict) -> None:
     print(json.dumps(result, indent=2, default=str))
+
+
+def _cmd_poc(args) -> dict:
+    from automl_tasks.poc.request import PocRequest
+    from automl_tasks.poc.run import run_poc
+
+    _stop_on_sigterm()
+    request = PocRequest(data=args.data, label=args.label, task=args.task, metric=args.metric,
+                         time_budget_s=args.time_budget, test=args.test, segment=args.segment,
+                         algorithms=args.algorithms.split(",") if args.algorithms else None,
+                         validation=args.validation, name=args.name, seed=args.seed,
+                         max_trials=args.max_trials)
+    return run_poc(request, started=args.started)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's kill, `timeout`) unwinds like an error: the MLflow run ends FAILED,
+    Spark jobs are cancelled and the process exits with nothing left running."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _show_poc(result: dict) -> None:
+    best = result["best"]
+    print(f"PoC run {result['run_id']} in experiment {result['experiment']} ({result['task_note']}); "
+          f"best {best['algorithm']} {best['metric']}={best['value']:.5f}; re-run it with "
+          f"`automl-tasks tune --spec {best['spec']}`; outputs in {result['outputs']['dir']}")
 
 
 def _cmd_demo_data(args) -> dict:
@@ -212,6 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     ablation.set_defaults(run=_cmd_ablation, show=_show_ablation)
 
+    poc = sub.add_parser("poc", help="PoC on new data: exploration report, algorithm leaderboard, "
+                                     "white-box candidates (MLflow <name>/poc), within a time budget")
+    poc.add_argument("--data", required=True, help="training data (csv/parquet) under the data roots "
+                                                   "(AUTOML_DATA_ROOTS, default the working directory)")
+    poc.add_argument("--label", required=True, help="the column to predict")
+    poc.add_argument("--task", choices=["binary", "multiclass", "regression"],
+                     help="default: inferred from the label (and said so)")
+    poc.add_argument("--metric", help="default per task: areaUnderROC | logLoss | rmse")
+    poc.add_argument("--time-budget", type=float, default=300.0, help="seconds for the whole PoC (default 300)")
+    poc.add_argument("--algorithms", help="comma-separated; default xgboost, lightgbm, spark_linear, "
+                                          "spark_random_forest, spark_gbt (not for multiclass)")
+    poc.add_argument("--validation", default="cv", help="cv, cv:K, split or split:RATIO (default cv: 3 folds)")
+    poc.add_argument("--test", help="test data with the same columns (the label optional): predictions")
+    poc.add_argument("--segment", help="segment column: per-segment models compared with the global one")
+    poc.add_argument("--name", help="model name (default: NAME of NAME_train.csv)")
+    poc.add_argument("--max-trials", type=int, help="trials per algorithm at most (default: as many as "
+                                                    "the time budget allows)")
+    poc.add_argument("--seed", type=int, default=0)
+    poc.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    poc.set_defaults(run=_cmd_poc, show=_show_poc)
+
     demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
     demo.add_argument("--out", required=True)
     demo.add_argument("--months", type=int, default=24)
@@ -229,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from automl_tasks.errors import AutomlError
 
+    started = time.monotonic()       # a PoC's time budget counts from here
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         # Libraries print to stdout (MLflow's "View run" lines): keep stdout for our result.
         with contextlib.redirect_stdout(sys.stderr):

@@ -27,3 +27,24 @@ def specs_in(specs_dir: str | Path, only: str | None = None) -> list[str]:
     if not found:
         raise SpecError(f"no spec (*.yaml) in {Path(specs_dir).resolve()}")
     return found
+
+
+def inside_roots(path: str, roots: list[str | Path]) -> Path:
+    """`path` (absolute, or relative to a root) if it resolves inside one of `roots`.
+
+    A relative path is looked up in each root in turn (the first where it exists wins);
+    anything that resolves outside every root is refused, naming the roots.
+    """
+    if not roots:
+        raise SpecError("no data folders are configured (AUTOML_DATA_ROOTS)")
+    found = []
+    for root in roots:
+        try:
+            found.append(confined(root, path))
+        except SpecError:
+            continue
+    if not found:
+        shown = ", ".join(str(Path(r).resolve()) for r in roots)
+        raise SpecError(f"path {path!r} is outside the allowed data folders ({shown}); "
+                        "set AUTOML_DATA_ROOTS to allow another folder")
+    return next((p for p in found if p.exists()), found[0])

@@ -16,9 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from automl_tasks.errors import SpecError
+from automl_tasks.models.spark_ml import SPARK_ALGORITHMS
 
 Task = Literal["binary", "multiclass", "regression"]
-ALGORITHMS = ("xgboost", "lightgbm")
+ALGORITHMS = ("xgboost", "lightgbm", *SPARK_ALGORITHMS)
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -161,6 +162,11 @@ class ModelSpec(_Strict):
         check_metric(self.metric, self.task)
         for algorithm, algo_spec in self.algorithms.items():
             check_space(algorithm, algo_spec.search, algo_spec.space, algo_spec.fixed)
+        if "spark_gbt" in self.algorithms and self.task == "multiclass":
+            raise ValueError("algorithm 'spark_gbt' fits binary and regression labels only (Spark's GBT "
+                             "has no multiclass)")
+        if self.validation.method == "time" and not (self.data.timestamp or self.data.month_column):
+            raise ValueError("validation.method 'time' needs data.timestamp or data.month_column")
         if self.validation.method == "time" and self.validation.months >= self.window.train_months:
             raise ValueError(
                 f"validation.months ({self.validation.months}) must be below "

@@ -14,7 +14,7 @@ import numpy as np
 
 from automl_tasks.data.sources import MONTH_COL, join_tables, read_source, with_month
 from automl_tasks.data.windows import Window, select_window
-from automl_tasks.errors import DataError
+from automl_tasks.errors import DataError, SpecError
 from automl_tasks.spec import ModelSpec
 
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "boolean")
@@ -228,6 +228,9 @@ def prepare(spark, spec: ModelSpec, month: str | None = None) -> Prepared:
     """Check the data for `month` and encode its window; raises DataError on bad input."""
     from pyspark.sql import functions as F
 
+    if month is not None and not (spec.data.timestamp or spec.data.month_column):
+        raise SpecError(f"month {month} needs data.timestamp or data.month_column in the spec; "
+                        "without a time column all rows are one window: run without a month")
     df = load_frame(spark, spec)
     dtypes = dict(df.dtypes)
     features, categorical = resolve_columns(spec, dtypes)

@@ -1,8 +1,9 @@
-"""XGBoost / LightGBM behind one small interface: fit, predict, native booster bytes.
+"""XGBoost / LightGBM (and the Spark ML baselines) behind one small interface: fit, predict, export.
 
 Inputs are numeric matrices: numeric features as floats, categorical features as
-integer codes (see data/preprocess.py), with the categorical column indices given,
+integer codes (see data/prepare.py), with the categorical column indices given,
 so both libraries split on categories natively instead of on one-hot columns.
+The Spark ML algorithms (models/spark_ml.py) take the same matrices and fit on the driver.
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ from functools import cache
 import numpy as np
 
 from automl_tasks.errors import SpecError
+from automl_tasks.models import spark_ml
 
 # Params the project sets itself: a user value would break threading or encoding.
 RESERVED = {"n_jobs", "nthread", "num_threads", "enable_categorical", "feature_types",
             "objective", "num_class", "callbacks", "device", "verbosity", "verbose"}
 
 
+def runs_on_driver(algorithm: str) -> bool:
+    """Spark ML models fit on the driver (data-parallel); the boosters fit inside Spark tasks."""
+    return spark_ml.is_spark(algorithm)
+
+
 @cache
 def allowed_params(algorithm: str) -> frozenset[str]:
+    if spark_ml.is_spark(algorithm):
+        return spark_ml.PARAMS[algorithm]
     import lightgbm as lgb
     import xgboost as xgb
 
@@ -29,14 +38,16 @@ def allowed_params(algorithm: str) -> frozenset[str]:
     elif algorithm == "lightgbm":
         names = set(lgb.LGBMModel().get_params())
     else:
-        raise SpecError(f"unknown algorithm {algorithm!r}; known: xgboost, lightgbm")
+        raise SpecError(f"unknown algorithm {algorithm!r}; known: xgboost, lightgbm, "
+                        f"{', '.join(spark_ml.SPARK_ALGORITHMS)}")
     return frozenset(names - RESERVED - {"kwargs", "missing", "importance_type"})
 
 
 def check_params(algorithm: str, names, where: str) -> None:
     allowed = allowed_params(algorithm)
+    reserved = spark_ml.RESERVED if spark_ml.is_spark(algorithm) else RESERVED
     for name in names:
-        if name in RESERVED:
+        if name in reserved:
             raise SpecError(f"{where}: parameter {name!r} is set by automl_tasks and cannot be tuned")
         if name not in allowed:
             raise SpecError(f"{where}: unknown {algorithm} parameter {name!r}")
@@ -61,6 +72,8 @@ def _estimator(algorithm: str, task: str, params: dict, n_threads: int, seed: in
 def fit(algorithm: str, task: str, params: dict, X: np.ndarray, y: np.ndarray,
         categorical: list[int], n_threads: int = 1, seed: int = 0):
     """Fit one model; raises whatever the library raises (the caller records the trial)."""
+    if spark_ml.is_spark(algorithm):
+        return spark_ml.fit(algorithm, task, params, X, y, categorical, seed=seed)
     model = _estimator(algorithm, task, dict(params), n_threads, seed, categorical, X.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -80,13 +93,22 @@ def predict(model, task: str, X: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(X), dtype=float)
 
 
+def library(algorithm: str) -> str:
+    """The package that fits `algorithm` (its version goes into metadata.json)."""
+    return "pyspark" if spark_ml.is_spark(algorithm) else algorithm
+
+
 def booster_file(algorithm: str) -> str:
+    if spark_ml.is_spark(algorithm):
+        return "sparkml"          # a Spark ML PipelineModel folder
     return "model.json" if algorithm == "xgboost" else "model.txt"
 
 
 def save_native(model, algorithm: str, path, feature_names: list[str]) -> None:
     """Write the plain booster file that xgboost / lightgbm load without this project."""
-    if algorithm == "xgboost":
+    if spark_ml.is_spark(algorithm):
+        spark_ml.save(model, path)
+    elif algorithm == "xgboost":
         booster = model.get_booster()
         booster.feature_names = list(feature_names)
         booster.save_model(str(path))
@@ -95,13 +117,18 @@ def save_native(model, algorithm: str, path, feature_names: list[str]) -> None:
 
 
 def objective(model, algorithm: str) -> str:
+    if spark_ml.is_spark(algorithm):
+        return spark_ml.objective(model)
     if algorithm == "xgboost":
         return str(model.get_params().get("objective") or model.objective)
     return str(model.objective_)
 
 
-def importance(model, algorithm: str, feature_names: list[str]) -> dict[str, float]:
-    """Gain importance by feature name."""
+def importance(model, algorithm: str, feature_names: list[str],
+               categorical: list[int] = ()) -> dict[str, float]:
+    """Gain importance by feature name (Spark ML: featureImportances, or |coefficients|)."""
+    if spark_ml.is_spark(algorithm):
+        return spark_ml.importance(model, feature_names, list(categorical))
     if algorithm == "xgboost":
         scores = model.get_booster().get_score(importance_type="total_gain")
         # xgboost names unnamed columns f0, f1, ...

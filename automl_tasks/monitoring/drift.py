@@ -244,6 +244,25 @@ def _summary_preset(columns: list[str]):
                              column_tests={c: no_tests for c in columns})
 
 
+def summary_html(frame: pd.DataFrame, *, numerical: list[str], categorical: list[str],
+                 title: str | None = None) -> str:
+    """Evidently's data summary of one frame (no reference): per-column stats, as an HTML page."""
+    from evidently import DataDefinition, Dataset, Report
+
+    columns = list(numerical) + list(categorical)
+    if not columns:
+        raise DataError("data summary needs at least one numerical or categorical column")
+    definition = DataDefinition(numerical_columns=list(numerical), categorical_columns=list(categorical))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # stats of an all-null column: 0 / 0
+        snapshot = Report([_summary_preset(columns)], include_tests=False).run(
+            current_data=Dataset.from_pandas(frame[columns], data_definition=definition), name=title)
+    page = snapshot.get_html_str(as_iframe=False)
+    if title:
+        page = page.replace("<head>", f"<head>\n<title>{html.escape(title)}</title>", 1)
+    return page
+
+
 def _value_drift_columns(report: dict) -> dict[str, dict]:
     """Per-column score/method/threshold from ValueDrift metrics, verdict from their tests."""
     verdicts = {}

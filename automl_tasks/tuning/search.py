@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from automl_tasks.evaluation.metrics import METRICS, is_better, orientation, worst_value
+from automl_tasks.models.adapters import runs_on_driver
 from automl_tasks.spec import AlgorithmSpec
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.runner import FitContext, run_wave
@@ -123,20 +124,28 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
                warm_start: list[dict] | None = None) -> list[TrialResult]:
     strategy, _ = make_strategy(ctx.algorithm, algo, ctx.metric, warm_start)
     adaptive = isinstance(strategy, Adaptive)
-    # Fixed lists: a few tasks per slot per wave keeps slots busy; adaptive: one config per slot.
-    wave_trials = slots if adaptive else max(1, math.ceil(4 * slots / n_folds))
+    # Fixed lists: a few tasks per slot per wave keeps slots busy; adaptive: one config per slot;
+    # driver-fitted (Spark ML) models: one config per wave, their folds run one after the other.
+    if runs_on_driver(ctx.algorithm):
+        wave_trials = 1
+    else:
+        wave_trials = slots if adaptive else max(1, math.ceil(4 * slots / n_folds))
     results: list[TrialResult] = []
     best = worst_value(ctx.metric)
     start = time.monotonic()
+    last_wave = 0.0
     while True:
         elapsed = time.monotonic() - start
-        if algo.time_budget_s is not None and elapsed >= algo.time_budget_s:
+        # Stop at the budget, or before a wave that (timed like the last one) would overrun it.
+        if algo.time_budget_s is not None and (elapsed >= algo.time_budget_s or (
+                results and elapsed + last_wave > algo.time_budget_s)):
             progress(f"{ctx.algorithm}: time budget {algo.time_budget_s:.0f}s reached after "
                      f"{len(results)} trials")
             break
         configs = strategy.ask(wave_trials)
         if not configs:
             break
+        wave_started = time.monotonic()
         numbered = [(len(results) + i, {**algo.fixed, **c}) for i, c in enumerate(configs)]
         rows = run_wave(spark, ctx, numbered, n_folds)
         wave = _collect(ctx.algorithm, numbered, rows, n_folds)
@@ -150,6 +159,7 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
                 best = result.value
             progress(_progress_line(ctx, result, len(results), strategy.total, best, start))
         on_wave(wave)
+        last_wave = time.monotonic() - wave_started
     return results
 
 

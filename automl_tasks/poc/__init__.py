@@ -1,0 +1,1 @@
+"""PoC on new data: exploration report, algorithm leaderboard, white-box candidates, segment models."""

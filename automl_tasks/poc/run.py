@@ -1,0 +1,503 @@
+"""`run_poc`: one PoC on new data, from a request to MLflow, inside a time budget.
+
+Order (each step's output is the next one's input):
+  1. check the request and the data (request.resolve, data.prepare): nothing is written
+     before they pass;
+  2. explore: column profile, warnings, single-feature probes, Evidently's summary;
+  3. open the MLflow run `<name>/poc` and log the exploration report;
+  4. tune every algorithm with the tuning engine (nested run with its trials), each within
+     its share of the budget;
+  5. per candidate: out-of-fold evaluation, plots, fit summary, test predictions and the
+     re-runnable spec (nested run `candidate-<algo>`); the best one (and the champion's
+     alternative) first, the others after steps 6 and 7;
+  6. with a champion for the name: the champion's algorithm vs the best alternative;
+  7. with a segment column: per-segment models vs the global model;
+  8. the leaderboard (CSV and MLflow table) and the summary.
+
+Budget: the clock starts when `run_poc` is called. Tuning gets the time left after the
+exploration minus a reserve for steps 5-8; those steps skip (and say so) what their
+measured cost estimate does not fit. On any error the Spark jobs are cancelled, the run
+ends FAILED with the error as a tag, and the local output folder is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from automl_tasks import config
+from automl_tasks.errors import DataError
+from automl_tasks.poc.request import DEFAULTS, PocRequest, resolve
+
+PURPOSE = "poc"
+MAX_EXPLORE_ROWS = 50_000
+RESERVE_SHARE = 0.2             # of the time left after exploration, kept for steps 5-8
+SEGMENT_RESERVE_SHARE = 0.15    # more when per-segment models are to be trained
+REPORT_SECONDS = 3.0            # the leaderboard and summary at the end
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Budget:
+    started: float
+    total_s: float
+
+    def left(self) -> float:
+        return self.started + self.total_s - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def fits(self, estimate_s: float, keep_s: float = 0.0) -> bool:
+        return self.left() - keep_s >= estimate_s
+
+
+def run_poc(request: PocRequest, *, roots: list | None = None, spark=None,
+            progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None,
+            started: float | None = None) -> dict:
+    """The whole PoC; returns the summary `automl-tasks poc --json` prints.
+
+    On any error (or SIGTERM, which the CLI turns into SystemExit) the session's Spark jobs
+    are cancelled before the error propagates, so no executor keeps fitting.
+    """
+    from automl_tasks.spark import get_spark
+
+    budget = Budget(started if started is not None else time.monotonic(), float(request.time_budget_s))
+    for module in ("evidently", "automl_tasks.evaluation.plots"):   # ~15 s of imports, done while
+        preload(module)                                              # Spark reads and checks the data
+    spark = spark or get_spark()
+    try:
+        return _checked_run(spark, request, budget, roots, progress, dag_run_id)
+    except BaseException:
+        cancel_spark_jobs(spark)
+        raise
+
+
+def _checked_run(spark, request: PocRequest, budget: Budget, roots, progress, dag_run_id) -> dict:
+    from automl_tasks.data.prepare import prepare
+    from automl_tasks.spark import task_slots
+    from automl_tasks.tuning.validation import make_folds
+
+    plan = resolve(spark, request, roots if roots is not None else config.data_roots())
+    spec = plan.spec
+    progress(f"{spec.name}: {plan.task_note}; metric {spec.metric}; algorithms {', '.join(spec.algorithms)}; "
+             f"budget {budget.total_s:g}s")
+    prepared = prepare(spark, spec)
+    if plan.test_df is not None:
+        check_test_labels(plan.test_df, spec, prepared.classes)
+    folds = make_folds(prepared.train, None, spec.validation, spec.task, prepared.window.train,
+                       seed=spec.seed, classes=prepared.classes)
+    slots = task_slots(spark)
+    timings = {"checks": round(budget.elapsed(), 2)}       # Spark start and imports included
+    exploration = explore(spark, plan, prepared, slots, progress)
+    timings["exploration"] = round(budget.elapsed() - timings["checks"], 2)
+
+    import mlflow
+
+    from automl_tasks.registry import tracking
+
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, spec, PURPOSE)
+    tags = tracking.run_tags(spec, PURPOSE, None, prepared.fingerprint, dag_run_id)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"poc-{spec.name}", tags=tags) as run:
+        out = config.home() / "poc" / spec.name / run.info.run_id
+        try:
+            summary = _run(spark, plan, prepared, folds, exploration, budget, slots, out, tags, timings,
+                           progress, dag_run_id)
+        except BaseException as exc:
+            client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+    return summary
+
+
+def preload(module: str) -> None:
+    """Import `module` in a background thread (an import the main thread makes later waits for it)."""
+    import importlib
+    import threading
+
+    def load():
+        try:
+            importlib.import_module(module)
+        except Exception:  # the main thread's own import raises it where it matters
+            pass
+
+    threading.Thread(target=load, name=f"preload-{module}", daemon=True).start()
+
+
+def cancel_spark_jobs(spark, timeout_s: float = 15.0) -> None:
+    """Stop whatever the failed PoC left running on the cluster (no executor keeps fitting).
+
+    From a new thread, which has its own py4j connection: the main thread's may be
+    mid-call when a signal unwound it, and its next answer would be that call's.
+    """
+    import threading
+
+    def cancel():
+        try:
+            sc = getattr(spark, "_sc", None)
+            if sc is not None:
+                sc.cancelAllJobs()
+            else:
+                spark.interruptAll()
+        except Exception:  # the session may be gone already; the original error matters
+            pass
+
+    worker = threading.Thread(target=cancel, name="cancel-spark-jobs", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+
+
+def check_test_labels(test_df, spec, classes: list | None) -> None:
+    """A labelled test file: every label known to the training data and none missing."""
+    from pyspark.sql import functions as F
+
+    from automl_tasks.data.prepare import canonical_label
+
+    label = spec.data.label
+    if label not in test_df.columns:
+        return
+    value = canonical_label(label) if spec.task != "regression" else F.col(label).try_cast("double")
+    missing = test_df.where(value.isNull()).count()
+    if missing:
+        raise DataError(f"test data label {label!r} is missing or not a number in {missing} row(s); "
+                        "leave the column out to predict without scoring")
+    if classes is not None:
+        known = {str(c) for c in classes}
+        seen = [r[0] for r in test_df.select(value.alias("v")).distinct().limit(1001).collect()]
+        unseen = sorted(v for v in seen if v not in known)
+        if unseen:
+            raise DataError(f"test data label {label!r} has value {unseen[0]!r}, which the training data "
+                            f"does not have (classes: {', '.join(map(str, classes))})")
+
+
+def explore(spark, plan, prepared, slots: int, progress) -> dict:
+    """Profile, warnings and the HTML report (not yet written anywhere)."""
+    from automl_tasks.ablation.study import LEAK_METRIC
+    from automl_tasks.monitoring.drift import spark_sample_to_pandas
+    from automl_tasks.poc import explore as ex
+
+    spec = plan.spec
+    columns = list(plan.train_df.columns)
+    pdf, fraction = spark_sample_to_pandas(plan.train_df, columns, MAX_EXPLORE_ROWS, seed=spec.seed)
+    profiles = ex.profile_columns(pdf, plan.dtypes, spec.data.label, spec.segment)
+    metric = LEAK_METRIC[spec.task]
+    scores = ex.single_feature_scores(spark, prepared, metric, slots)
+    found = ex.findings(profiles, len(pdf), spec.task, ex.label_shares(pdf, spec.data.label, spec.task),
+                        scores, metric, spec.ablation.leakage_threshold)
+    for f in found:
+        progress(f"warning: {f.message}")
+    note = plan.task_note + ("" if fraction == 1.0 else f"; profile of a {fraction:.1%} sample")
+    page = ex.report_html(pdf, profiles, found, note, title=f"{spec.name}: data exploration")
+    records = {**ex.to_records(profiles, found), "rows": len(pdf), "sample_fraction": fraction,
+               "task_note": plan.task_note, "single_feature": {"metric": metric, "scores": scores}}
+    return {"html": page, "records": records, "findings": found}
+
+
+def _run(spark, plan, prepared, folds, exploration, budget: Budget, slots, out: Path, tags, timings,
+         progress, dag_run_id) -> dict:
+    import mlflow
+
+    from automl_tasks.tuning.job import tune
+
+    spec, request = plan.spec, plan.request
+    out.mkdir(parents=True, exist_ok=True)
+    mlflow.log_params({"task": spec.task, "metric": spec.metric, "label": spec.data.label,
+                       "data": str(plan.data_path), "test": str(plan.test_path or "none"),
+                       "segment": spec.segment or "none", "time_budget_s": budget.total_s,
+                       "algorithms": ",".join(spec.algorithms), "validation": request.validation,
+                       "rows": len(prepared.train.y), "features": len(prepared.encoding.feature_names)})
+    mlflow.set_tags({"automl.task_note": plan.task_note[:500],
+                     "automl.warnings": ",".join(sorted({f.kind for f in exploration["findings"]})) or "none"})
+    explore_dir = out / "exploration"
+    explore_dir.mkdir()
+    (explore_dir / "exploration.html").write_text(exploration["html"], encoding="utf-8")
+    (explore_dir / "profile.json").write_text(json.dumps(exploration["records"], indent=2, default=str))
+    mlflow.log_artifacts(str(explore_dir), "exploration")
+
+    reserve = (RESERVE_SHARE + (SEGMENT_RESERVE_SHARE if spec.segment else 0.0)) * budget.left() + REPORT_SECONDS
+    deadline = time.monotonic() + budget.left() - reserve
+    progress(f"{spec.name}: {budget.elapsed():.0f}s used by checks and exploration; tuning until "
+             f"{deadline - time.monotonic():.0f}s from now, {reserve:.0f}s kept for evaluation and reports")
+    tuned = tune(spec, None, spark=spark, progress=progress, purpose=PURPOSE, dag_run_id=dag_run_id,
+                 prepared=prepared, deadline=deadline, warm_start={a: [DEFAULTS[a]] for a in spec.algorithms})
+    timings["tuning"] = round(budget.elapsed() - sum(timings.values()), 2)
+
+    # The candidates the algorithm check and the segment study need go first, then the checks,
+    # then the other candidates: what the time budget cuts is the least needed.
+    from automl_tasks.poc.algorithm_check import best_alternative, champion_config
+
+    champion = champion_config(spec.name)
+    alternative = champion and best_alternative(tuned["leaderboard"], spec.metric, exclude=champion["algorithm"])
+    first = {tuned["best"]["algorithm"]} | ({alternative["algorithm"]} if alternative else set())
+    evaluated = evaluate_candidates(plan, prepared, folds, tuned, budget, out, tags, progress, only=first)
+    oofs = {a: c["oof"] for a, c in evaluated.items() if c.get("oof") is not None}
+    check = algorithm_check(plan, prepared, folds, tuned, champion, alternative, oofs, budget, out, progress)
+    segments = segment_study(spark, plan, prepared, folds, tuned, oofs, budget, slots, out, progress)
+    evaluated.update(evaluate_candidates(plan, prepared, folds, tuned, budget, out, tags, progress,
+                                         skip=set(evaluated)))
+    timings["evaluation"] = round(budget.elapsed() - sum(timings.values()), 2)   # steps 5-7
+
+    board = leaderboard(tuned["leaderboard"], evaluated, spec.metric)
+    write_leaderboard(board, out)
+    best = _best(tuned, evaluated)
+    timings["total"] = round(budget.elapsed(), 2)
+    summary = {
+        "run_id": mlflow.active_run().info.run_id,
+        "experiment": f"{spec.name}/{PURPOSE}",
+        "name": spec.name, "task": spec.task, "task_note": plan.task_note, "metric": spec.metric,
+        "leaderboard": board, "best": best,
+        "warnings": [{"kind": f.kind, "column": f.column, "message": f.message} for f in exploration["findings"]],
+        "algorithm_check": check, "segments": segments,
+        "outputs": outputs(out, evaluated, check, segments),
+        "tuning_run_id": tuned["run_id"],
+        "budget": {"time_budget_s": budget.total_s, "elapsed_s": round(budget.elapsed(), 2)},
+        "timings": timings, "notes": plan.notes,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    mlflow.log_artifact(str(out / "summary.json"))
+    mlflow.log_metric("elapsed_s", budget.elapsed())
+    mlflow.set_tags({"automl.best_algorithm": best["algorithm"], "automl.status": "ok"})
+    progress(format_leaderboard(board, spec.metric))
+    return summary
+
+
+# --- 5. candidates ---------------------------------------------------------------------------
+
+def evaluate_candidates(plan, prepared, folds, tuned: dict, budget: Budget, out: Path, tags, progress, *,
+                        only: set | None = None, skip: set = frozenset()) -> dict:
+    """The successful candidates (`only` these, none of `skip`), best first; out-of-fold work
+    only where the budget allows."""
+    from automl_tasks.evaluation.metrics import orientation
+
+    spec = plan.spec
+    ok = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] not in skip
+          and (only is None or e["algorithm"] in only)]
+    ranked = sorted(ok, key=lambda e: -orientation(spec.metric) * e["cv_value"])
+    evaluated = {}
+    for entry in ranked:
+        evaluated[entry["algorithm"]] = evaluate_candidate(plan, prepared, folds, entry, budget,
+                                                           out / "candidates" / entry["algorithm"], tags,
+                                                           progress)
+    return evaluated
+
+
+def oof_estimate(entry: dict, n_folds: int) -> float:
+    """Seconds the out-of-fold refits should take: n_folds fits like the whole-data refit."""
+    return n_folds * float(entry.get("refit_seconds") or 1.0) + 1.0
+
+
+def evaluate_candidate(plan, prepared, folds, entry: dict, budget: Budget, folder: Path, tags,
+                       progress) -> dict:
+    import mlflow
+    import yaml
+
+    from automl_tasks.evaluation import plots
+    from automl_tasks.models.scoring import NativeModel
+    from automl_tasks.poc import candidates as cand
+
+    spec, algorithm = plan.spec, entry["algorithm"]
+    folder.mkdir(parents=True)
+    model = NativeModel(entry["model_dir"])
+    result: dict = {"oof": None, "files": {}}
+    ctags = {**tags, "automl.kind": "evaluation", "automl.algorithm": algorithm}
+    with mlflow.start_run(run_name=f"candidate-{algorithm}", nested=True, tags=ctags) as run:
+        result["run_id"] = run.info.run_id
+        spec_path = folder / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump(cand.candidate_spec(spec, algorithm, entry["params"]), sort_keys=False))
+        result["files"]["spec"] = str(spec_path)
+        if budget.fits(oof_estimate(entry, folds.n_folds), keep_s=REPORT_SECONDS):
+            oof = cand.out_of_fold(folds, algorithm, spec.task, entry["params"],
+                                   prepared.encoding.categorical_idx, spec.seed)
+            result["oof"] = oof
+            result["performance"] = cand.performance(spec.task, oof.y, oof.prediction)
+            mlflow.log_metrics({f"oof_{k}": v for k, v in result["performance"].items() if v is not None})
+            for name, fig in plots.evaluation_figures(spec.task, oof.y, oof.prediction, prepared.classes).items():
+                plots.save_and_close(fig, folder / "plots" / name)
+            result["files"]["plots"] = sorted(str(p) for p in (folder / "plots").glob("*.png"))
+        else:
+            result["skipped"] = (f"out-of-fold evaluation skipped: {budget.left():.0f}s left, it needs about "
+                                 f"{oof_estimate(entry, folds.n_folds):.0f}s")
+            progress(f"{algorithm}: {result['skipped']}")
+        performance = {"metric": spec.metric, "cv_value": entry["cv_value"],
+                       "out_of_fold": result.get("performance"), "skipped": result.get("skipped")}
+        if plan.test_df is not None:
+            frame, y, prediction = cand.test_predictions(model, prepared.pipeline, plan.test_df, spec,
+                                                         prepared.classes)
+            frame.to_csv(folder / "test_predictions.csv", index=False)
+            result["files"]["test_predictions"] = str(folder / "test_predictions.csv")
+            if y is not None:
+                performance["test"] = cand.performance(spec.task, y, prediction)
+                result["test_value"] = performance["test"][spec.metric]
+                mlflow.log_metrics({f"test_{k}": v for k, v in performance["test"].items() if v is not None})
+        summary = cand.fit_summary(entry, result["oof"], model.importance(), spec.metric)
+        for name, payload in (("performance.json", performance), ("fit_summary.json", summary)):
+            (folder / name).write_text(json.dumps(payload, indent=2, default=str))
+            result["files"][name.removesuffix(".json")] = str(folder / name)
+        mlflow.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in entry["params"].items()})
+        mlflow.log_metric(f"cv_{spec.metric}", entry["cv_value"])
+        mlflow.log_artifacts(str(folder))
+    result["oof_value"] = (result.get("performance") or {}).get(spec.metric)
+    progress(f"{algorithm}: candidate written to {folder}")
+    return result
+
+
+# --- 6. algorithm check ----------------------------------------------------------------------
+
+def algorithm_check(plan, prepared, folds, tuned, champion: dict | None, alternative: dict | None, oofs: dict,
+                    budget: Budget, out: Path, progress) -> dict | None:
+    import mlflow
+
+    from automl_tasks.poc import algorithm_check as ac
+    from automl_tasks.poc.candidates import out_of_fold
+
+    spec = plan.spec
+    if champion is None:
+        return None
+    if alternative is None or alternative["algorithm"] not in oofs:
+        result = {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
+                  "verdict": "not checked",
+                  "reason": ("no other algorithm in the leaderboard" if alternative is None else
+                             f"{alternative['algorithm']} has no out-of-fold predictions (time budget)")}
+    else:
+        same = next((e for e in tuned["leaderboard"] if e["algorithm"] == champion["algorithm"]), None)
+        estimate = oof_estimate(same, folds.n_folds) if same else 5.0 * folds.n_folds
+        if not budget.fits(estimate, keep_s=REPORT_SECONDS):
+            result = {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
+                      "verdict": "not checked", "reason": f"time budget: {budget.left():.0f}s left"}
+        else:
+            champion_oof = out_of_fold(folds, champion["algorithm"], spec.task, champion["params"],
+                                       prepared.encoding.categorical_idx, spec.seed)
+            result = ac.compare_algorithms(champion, champion_oof, alternative, oofs[alternative["algorithm"]],
+                                           spec.metric, spec.task, seed=spec.seed)
+    progress(f"algorithm check: {result['reason']}")
+    (out / "algorithm_check.json").write_text(json.dumps(result, indent=2, default=str))
+    mlflow.log_artifact(str(out / "algorithm_check.json"))
+    mlflow.set_tag("automl.algorithm_check", result["verdict"])
+    return result
+
+
+# --- 7. segments -----------------------------------------------------------------------------
+
+def segment_study(spark, plan, prepared, folds, tuned, oofs: dict, budget: Budget, slots: int, out: Path,
+                  progress) -> dict | None:
+    import mlflow
+    import pandas as pd
+
+    from automl_tasks.evaluation import plots
+    from automl_tasks.evaluation.metrics import is_better
+    from automl_tasks.poc import segments as seg
+
+    spec = plan.spec
+    if not spec.segment:
+        return None
+    best = tuned["best"]["algorithm"]
+    boosters = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] in ("xgboost", "lightgbm")]
+    booster = None
+    for entry in boosters:
+        if booster is None or is_better(spec.metric, entry["cv_value"], booster["cv_value"]):
+            booster = entry
+    labels = seg.segment_labels(prepared.train.segments)
+    n_segments = len(set(labels))
+    reason = None
+    if booster is None:
+        reason = "no xgboost or lightgbm candidate to train per segment"
+    elif best not in oofs:
+        reason = f"the global model ({best}) has no out-of-fold predictions (time budget)"
+    elif not budget.fits(oof_estimate(booster, folds.n_folds) * n_segments / slots + 5.0, keep_s=REPORT_SECONDS):
+        reason = f"time budget: {budget.left():.0f}s left for {n_segments} segments"
+    if reason is not None:
+        progress(f"segments: not compared: {reason}")
+        return {"column": spec.segment, "advice": f"not compared: {reason}", "segments": [], "recommended": []}
+    ctx = seg.segment_context(booster["algorithm"], spec.task, booster["params"], prepared, spec.seed)
+    progress(f"segments: {n_segments} {booster['algorithm']} models on Spark, each against the global "
+             f"{best} model on its held-out rows")
+    per_segment, errors = seg.segment_predictions(spark, folds, labels, ctx)
+    global_oof = oofs[best]
+    result = seg.compare_segments(spec.metric, spec.task, global_oof.y, global_oof.prediction, global_oof.rows,
+                                  labels, per_segment, errors, seed=spec.seed)
+    comparisons = result.pop("comparisons")
+    folder = out / "segments"
+    folder.mkdir()
+    pd.DataFrame(result["segments"]).to_csv(folder / "segments.csv", index=False)
+    if comparisons:
+        plots.save_and_close(plots.comparison_forest(comparisons), folder / "segments_vs_global.png")
+    result.update(column=spec.segment, segment_algorithm=booster["algorithm"], global_algorithm=best)
+    (folder / "segments.json").write_text(json.dumps(result, indent=2, default=str))
+    mlflow.log_artifacts(str(folder), "segments")
+    progress(f"segments: {result['advice']}")
+    return result
+
+
+# --- 8. leaderboard and outputs ------------------------------------------------------------------
+
+def leaderboard(entries: list[dict], evaluated: dict, metric: str) -> list[dict]:
+    """One row per algorithm, best first; failed algorithms last with their status."""
+    from automl_tasks.evaluation.metrics import orientation
+
+    rows = []
+    for e in entries:
+        done = evaluated.get(e["algorithm"], {})
+        rows.append({"algorithm": e["algorithm"], "metric": metric, "value": e["cv_value"],
+                     "fit_seconds": e.get("fit_seconds"), "status": e["status"], "trials": e["trials"],
+                     "failed_trials": e["failed"], "oof_value": done.get("oof_value"),
+                     "test_value": done.get("test_value"), "default_params_value": e.get("baseline_value"),
+                     "wall_seconds": e.get("wall_seconds"), "params": e["params"], "reason": e.get("reason")})
+    rows.sort(key=lambda r: (r["value"] is None, -orientation(metric) * (r["value"] or 0.0)))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return rows
+
+
+def write_leaderboard(board: list[dict], out: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    table = pd.DataFrame([{**r, "params": json.dumps(r["params"], sort_keys=True)} for r in board])
+    table.to_csv(out / "leaderboard.csv", index=False)
+    mlflow.log_artifact(str(out / "leaderboard.csv"))
+    mlflow.log_table(table, artifact_file="leaderboard.json")
+    for row in board:
+        if row["value"] is not None and math.isfinite(row["value"]):
+            mlflow.log_metric(f"cv_{row['metric']}_{row['algorithm']}", row["value"])
+
+
+def _best(tuned: dict, evaluated: dict) -> dict:
+    best = dict(tuned["best"])
+    done = evaluated.get(best["algorithm"], {})
+    best.update(model_dir=tuned["model_dir"], spec=done.get("files", {}).get("spec"),
+                candidate_run_id=done.get("run_id"))
+    return best
+
+
+def outputs(out: Path, evaluated: dict, check, segments) -> dict:
+    files = {"dir": str(out), "leaderboard": str(out / "leaderboard.csv"),
+             "exploration": str(out / "exploration" / "exploration.html"), "summary": str(out / "summary.json"),
+             "candidates": {a: c["files"] for a, c in evaluated.items()}}
+    if check is not None:
+        files["algorithm_check"] = str(out / "algorithm_check.json")
+    if segments is not None and (out / "segments" / "segments.csv").exists():
+        files["segments"] = str(out / "segments" / "segments.csv")
+    return files
+
+
+def format_leaderboard(board: list[dict], metric: str) -> str:
+    def num(v):
+        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.5f}"
+
+    lines = [f"{'rank':<5}{'algorithm':<21}{'cv ' + metric:>18}{'out-of-fold':>13}{'test':>10}{'fit s':>9}"]
+    for r in board:
+        lines.append(f"{r['rank']:<5}{r['algorithm']:<21}{num(r['value']) if r['status'] == 'ok' else 'failed':>18}"
+                     f"{num(r['oof_value']):>13}{num(r['test_value']):>10}{r['fit_seconds'] or 0:>9.1f}")
+    return "\n".join(lines)
