@@ -181,13 +181,13 @@ def test_bad_input_is_one_specific_error_and_writes_nothing(spark, tracking, poc
         (["--data", train, "--label", "churn", "--segment", "shop"], "segment column 'shop' is not in"),
     ]
     for args, message in cases:
-        code, out, err = run_cli(["poc", *args, "--json"], capsys)
+        code, out, err = run_cli(["poc", *args, "--name", "bad_input", "--json"], capsys)
         assert code == 2, (args, err[-2000:])
         assert out == ""
         lines = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(lines) == 1 and re.search(message, lines[0]), (args, lines)
     client = MlflowClient(tracking)
-    assert [e.name for e in client.search_experiments() if e.name.endswith("/poc")] == []
+    assert client.get_experiment_by_name("bad_input/poc") is None
     assert not (Path(os.environ["AUTOML_HOME"]) / "poc").exists()
 
 
@@ -264,7 +264,7 @@ def test_sigterm_mid_tuning_fails_the_run_and_leaves_no_process(tracking, poc_da
 
     log = tmp_path / "poc.log"
     cmd = [str(Path(sys.executable).with_name("automl-tasks")), "poc", "--data", str(poc_data / "churn_train.csv"),
-           "--label", "churn", "--algorithms", "xgboost", "--time-budget", "900"]
+           "--label", "churn", "--algorithms", "xgboost", "--time-budget", "900", "--name", "churn_killed"]
     proc = spawn(cmd, log, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     try:
         waited = time.monotonic()
@@ -281,7 +281,7 @@ def test_sigterm_mid_tuning_fails_the_run_and_leaves_no_process(tracking, poc_da
     finally:
         stop_group(proc)
     client = MlflowClient(tracking)
-    [run] = client.search_runs([client.get_experiment_by_name("churn/poc").experiment_id],
+    [run] = client.search_runs([client.get_experiment_by_name("churn_killed/poc").experiment_id],
                                "tags.`automl.kind` = 'poc'")
     assert run.info.status == "FAILED" and run.data.tags["automl.error"].startswith("SystemExit")
-    assert list((Path(os.environ["AUTOML_HOME"]) / "poc" / "churn").iterdir()) == []
+    assert list((Path(os.environ["AUTOML_HOME"]) / "poc" / "churn_killed").iterdir()) == []
