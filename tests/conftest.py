@@ -63,3 +63,13 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
     airflow = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _no_registry_uri_across_tests():
+    """tracking.client() sets MLflow's process-global registry URI; tests point at different
+    servers, so a later test must not write versions to an earlier test's (stopped) server."""
+    yield
+    import mlflow.tracking._model_registry.utils as registry_utils
+
+    registry_utils._registry_uri = None
