@@ -69,7 +69,10 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
 def _no_registry_uri_across_tests():
     """tracking.client() sets MLflow's process-global registry URI; tests point at different
     servers, so a later test must not write versions to an earlier test's (stopped) server."""
+    registry_env = os.environ.get("MLFLOW_REGISTRY_URI")
     yield
     import mlflow.tracking._model_registry.utils as registry_utils
 
     registry_utils._registry_uri = None
+    assert "MLFLOW_REGISTRY_URI" not in os.environ or os.environ["MLFLOW_REGISTRY_URI"] == registry_env, \
+        "MLFLOW_REGISTRY_URI leaked into the environment (child processes would use it)"

@@ -27,7 +27,14 @@ def client():
     # The registry lives in the same store. Set explicitly, MLflow no longer asks an active
     # Spark session for "spark.mlflow.modelRegistryUri" each time it makes a client (a py4j
     # call, which fails while a signal-interrupted Spark call is unwinding).
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI to the environment, which child
+    # processes would inherit even when their tracking URI differs: keep the caller's value.
+    inherited = os.environ.get("MLFLOW_REGISTRY_URI")
     mlflow.set_registry_uri(uri)
+    if inherited is None:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    else:
+        os.environ["MLFLOW_REGISTRY_URI"] = inherited
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
