@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 
 from automl_tasks.ablation.stats import Interval, corrected_t, verdict
 from automl_tasks.errors import DataError, SpecError, TuningError
+from automl_tasks.progress import to_stderr
 from automl_tasks.spec import JoinSpec, ModelSpec, ValidationSpec, check_month
 
 PURPOSE = "ablation"
@@ -38,10 +38,6 @@ LEAK_METRIC = {"binary": "areaUnderROC", "multiclass": "accuracy", "regression":
 HOLDOUT = -1            # task fold: fit on every window row, score the holdout month
 HOLDOUT_ROW = -2        # fold id of the holdout rows (never train in any fold)
 MAX_SHAP_ROWS = 5000
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class Plan:
 def run_ablation(spec: ModelSpec, month: str | None = None, *, candidates: list[str] | None = None,
                  tables: list[JoinSpec | dict] | None = None, repeats: int | None = None,
                  folds: int | None = None, direction: str = "add", spark=None,
-                 progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None) -> dict:
+                 progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
     """Run one study and log it to MLflow (`<name>/ablation`); returns the --json summary.
 
     candidates: columns to try (default `ablation.candidates`, else every column of the

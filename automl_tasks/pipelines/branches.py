@@ -34,8 +34,9 @@ import numpy as np
 from automl_tasks.data.prepare import Prepared, load_frame, prepare
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
-from automl_tasks.pipelines.monthly import (PURPOSE, _aligned, _candidate_summary, _holdout, _stderr,
+from automl_tasks.pipelines.monthly import (PURPOSE, _aligned, _candidate_summary, _holdout,
                                             compare_models, load_run_model, tuned_candidates)
+from automl_tasks.progress import to_stderr
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month, load_spec_at_ref, parse_spec
@@ -46,7 +47,7 @@ RESULT_ARTIFACT = "branches.json"
 
 
 def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "master"), spark=None,
-                     progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None) -> dict:
+                     progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
     """Tune `spec_path` as it is at each of `refs` and compare the two best models on `month`.
 
     `refs[0]` is the candidate, `refs[1]` the baseline; a positive delta means the
@@ -72,7 +73,7 @@ def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "mast
 
 
 def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "master"), spark=None,
-                        progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None) -> dict:
+                        progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
     """Compare the models two deployments tuned for `month` (their runs' `automl.branch` tags).
 
     Each deployment's latest FINISHED tuning run for the month in `<name>/monthly` is

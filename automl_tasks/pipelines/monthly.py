@@ -10,7 +10,6 @@ a month neither duplicates a registered version nor moves an alias twice.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,16 +25,13 @@ from automl_tasks.data.windows import shift_month
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
 from automl_tasks.models import export, scoring
+from automl_tasks.progress import to_stderr
 from automl_tasks.registry import promotion, tracking
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month
 from automl_tasks.tuning.job import tune
 
 PURPOSE = "monthly"
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -244,7 +240,7 @@ RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evalua
 
 
 def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = None, spark=None,
-                progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None) -> dict:
+                progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
     """Everything the monthly DAG does for one spec and month, in one call (CLI path).
 
     One parent run per month (`monthly-<month>`, kind `decision`) holds the side-by-side

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +35,13 @@ import numpy as np
 from automl_tasks import config
 from automl_tasks.errors import DataError
 from automl_tasks.poc.request import DEFAULTS, PocRequest, resolve
+from automl_tasks.progress import to_stderr
 
 PURPOSE = "poc"
 MAX_EXPLORE_ROWS = 50_000
 RESERVE_SHARE = 0.2             # of the time left after exploration, kept for steps 5-8
 SEGMENT_RESERVE_SHARE = 0.15    # more when per-segment models are to be trained
 REPORT_SECONDS = 3.0            # the leaderboard and summary at the end
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -64,7 +60,7 @@ class Budget:
 
 
 def run_poc(request: PocRequest, *, roots: list | None = None, spark=None,
-            progress: Callable[[str], None] = _stderr, dag_run_id: str | None = None,
+            progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None,
             started: float | None = None) -> dict:
     """The whole PoC; returns the summary `automl-tasks poc --json` prints.
 
