@@ -4,7 +4,6 @@ mode, answered over the REST API, is in test_dag_rest_approval.py)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,8 @@ from mlflow import MlflowClient
 
 from automl_tasks.data.demo import develop_variant, write_specs_repo
 from automl_tasks.registry import promotion
+from tests.support.dags import dag_env, run_dag
 from tests.support.specs import spec_dict
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dag_files_parse_without_heavy_imports(airflow_env):
@@ -45,16 +43,11 @@ def test_monthly_dag_backfills_months_in_auto_mode_with_develop_vs_master(airflo
                        data={"source": str(demo_dir / "loans")})
     commits = write_specs_repo(repo, "specs/dag_monthly.yaml",
                                {"master": master, "develop": develop_variant(master, str(demo_dir / "bureau.parquet"))})
-    env = {**airflow_env, "AUTOML_SPECS_DIR": str(repo / "specs"), "AUTOML_SPECS_REPO": str(repo),
-           "AUTOML_FIRST_MONTH": "2017-10", "MLFLOW_TRACKING_URI": tracking,
-           "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
+    env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(repo / "specs"), AUTOML_SPECS_REPO=str(repo),
+                  AUTOML_FIRST_MONTH="2017-10")
     # A month's run starts once the month is over: these are the runs for 2017-10 and 2017-11.
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_dag.py"), "monthly_retrain",
-                          "--date", "2017-11-01T00:00:00+00:00", "--date", "2017-12-01T00:00:00+00:00",
-                          "--conf", json.dumps({"promotion": "auto", "refs": "develop,master"})],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stderr[-4000:]
-    results = [json.loads(line[len("RESULT "):]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    results = run_dag("monthly_retrain", ["2017-11-01T00:00:00+00:00", "2017-12-01T00:00:00+00:00"],
+                      {"promotion": "auto", "refs": "develop,master"}, env)
     assert [r["state"] for r in results] == ["success", "success"], results
     for result in results:
         assert result["tasks"]["per_spec.approve_challenger[0]"] == "success"   # nobody asked in auto mode
@@ -80,15 +73,10 @@ def test_feature_ablation_dag_from_its_form(airflow_env, demo_dir, tmp_path, tra
     xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [20]}}}
     (specs / "dag_ablation.yaml").write_text(json.dumps(spec_dict(
         "binary", name="dag_ablation", algorithms=xgboost_only, data={"source": str(demo_dir / "loans")})))
-    env = {**airflow_env, "AUTOML_SPECS_DIR": str(specs), "AUTOML_DATA_DIR": str(demo_dir),
-           "MLFLOW_TRACKING_URI": tracking, "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
+    env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(specs), AUTOML_DATA_DIR=str(demo_dir))
     conf = {"spec": "dag_ablation.yaml", "month": "2017-11", "table": "bureau.parquet", "on": "id",
             "candidates": "bureau_score,noise_1", "repeats": 2}
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_dag.py"), "feature_ablation",
-                          "--date", "2018-01-01T00:00:00+00:00", "--conf", json.dumps(conf)],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    [result] = run_dag("feature_ablation", ["2018-01-01T00:00:00+00:00"], conf, env)
     assert result["state"] == "success", result
     client = MlflowClient(tracking)
     study = client.search_runs([client.get_experiment_by_name("dag_ablation/ablation").experiment_id],

@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 
 from automl_tasks.errors import SpecError
 from automl_tasks.poc.inbox import claim_settled, request_from_event
+from tests.support.dags import dag_env, run_dag
 from tests.support.poc_data import segment_frame, write_csv
 
-ROOT = Path(__file__).resolve().parents[1]
 
 TRIGGER_PROBE = """
 import asyncio, importlib, json, sys
@@ -98,15 +98,10 @@ def test_poc_dag_from_its_form_with_segments_and_the_champions_algorithm(airflow
     data = tmp_path / "data"
     write_csv(segment_frame(600), data / "shop_train.csv")
     version = register_champion(spark, data, "shop")
-    env = {**airflow_env, "AUTOML_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": tracking,
-           "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]"}
+    env = dag_env(airflow_env, tracking, AUTOML_DATA_DIR=str(data))
     conf = {"data": "shop_train.csv", "label": "bought", "segment": "channel", "name": "shop",
             "algorithms": ["xgboost", "lightgbm"], "max_trials": 2, "time_budget_s": 600}
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_dag.py"), "poc_automl",
-                          "--date", "2026-01-01T00:00:00+00:00", "--conf", json.dumps(conf)],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    [result] = run_dag("poc_automl", ["2026-01-01T00:00:00+00:00"], conf, env)
     assert result["state"] == "success", result
     assert result["tasks"] == {"requests[-1]": "success", "run[0]": "success"}
 
