@@ -78,3 +78,29 @@ def driver_local_ml_io():
         yield
     finally:
         state.set(False)
+
+
+def cancel_jobs(spark, group: str | None = None, timeout_s: float = 15.0) -> None:
+    """Cancel a job group's Spark jobs (every job of the session without one), so no executor
+    goes on fitting for a search or PoC that has failed or been stopped.
+
+    From a new thread, which has its own py4j connection: the caller's may be mid-call when
+    a signal unwound it, and its next answer would be that call's.
+    """
+    import threading
+
+    def cancel():
+        try:
+            sc = getattr(spark, "_sc", None)
+            if sc is None:                   # Spark Connect: jobs are interrupted by tag
+                spark.interruptTag(group) if group else spark.interruptAll()
+            elif group:
+                sc.cancelJobGroup(group)
+            else:
+                sc.cancelAllJobs()
+        except Exception:  # the session may be gone already; the original error matters
+            pass
+
+    worker = threading.Thread(target=cancel, name="cancel-spark-jobs", daemon=True)
+    worker.start()
+    worker.join(timeout_s)

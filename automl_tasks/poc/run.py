@@ -67,7 +67,7 @@ def run_poc(request: PocRequest, *, roots: list | None = None, spark=None,
     On any error (or SIGTERM, which the CLI turns into SystemExit) the session's Spark jobs
     are cancelled before the error propagates, so no executor keeps fitting.
     """
-    from automl_tasks.spark import get_spark
+    from automl_tasks.spark import cancel_jobs, get_spark
 
     budget = Budget(started if started is not None else time.monotonic(), float(request.time_budget_s))
     for module in ("evidently", "automl_tasks.evaluation.plots"):   # ~15 s of imports, done while
@@ -76,7 +76,7 @@ def run_poc(request: PocRequest, *, roots: list | None = None, spark=None,
     try:
         return _checked_run(spark, request, budget, roots, progress, dag_run_id)
     except BaseException:
-        cancel_spark_jobs(spark)
+        cancel_jobs(spark)
         raise
 
 
@@ -130,29 +130,6 @@ def preload(module: str) -> None:
             pass
 
     threading.Thread(target=load, name=f"preload-{module}", daemon=True).start()
-
-
-def cancel_spark_jobs(spark, timeout_s: float = 15.0) -> None:
-    """Stop whatever the failed PoC left running on the cluster (no executor keeps fitting).
-
-    From a new thread, which has its own py4j connection: the main thread's may be
-    mid-call when a signal unwound it, and its next answer would be that call's.
-    """
-    import threading
-
-    def cancel():
-        try:
-            sc = getattr(spark, "_sc", None)
-            if sc is not None:
-                sc.cancelAllJobs()
-            else:
-                spark.interruptAll()
-        except Exception:  # the session may be gone already; the original error matters
-            pass
-
-    worker = threading.Thread(target=cancel, name="cancel-spark-jobs", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
 
 
 def check_test_labels(test_df, spec, classes: list | None) -> None:

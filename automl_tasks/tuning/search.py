@@ -16,6 +16,7 @@ import numpy as np
 
 from automl_tasks.evaluation.metrics import METRICS, is_better, orientation, worst_value
 from automl_tasks.models.adapters import runs_on_driver
+from automl_tasks.spark import cancel_jobs
 from automl_tasks.spec import AlgorithmSpec
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.runner import FitContext, run_wave
@@ -119,48 +120,141 @@ def make_strategy(algorithm: str, algo: AlgorithmSpec, metric: str, warm_start: 
     return Adaptive(dims, METRICS[metric].greater_is_better, algo.trials, algo.seed, warm_start), dims
 
 
+IN_FLIGHT_WAVES = 2   # the next wave waits queued in Spark while one runs (see run_search)
+
+
 def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots: int,
                progress: Callable[[str], None], on_wave: Callable[[list[TrialResult]], None],
                warm_start: list[dict] | None = None) -> list[TrialResult]:
+    """Ask the strategy for configs a wave at a time, run each wave's folds as Spark tasks.
+
+    Two waves are in flight at once: Spark queues the second wave's tasks behind the first's
+    (FIFO), so slots the first wave's last tasks leave idle start the next wave at once
+    rather than waiting for the driver to collect, log and ask. Waves fitted on the driver
+    (Spark ML, the data-parallel path) each use every slot already: one at a time.
+    """
     strategy, _ = make_strategy(ctx.algorithm, algo, ctx.metric, warm_start)
     adaptive = isinstance(strategy, Adaptive)
+    on_driver = runs_on_driver(ctx.algorithm) or not _staged_for_tasks(ctx.data)
     # Fixed lists: a few tasks per slot per wave keeps slots busy; adaptive: one config per slot;
-    # driver-fitted (Spark ML) models: one config per wave, their folds run one after the other.
-    if runs_on_driver(ctx.algorithm):
+    # driver-fitted models: one config per wave, their folds run one after the other.
+    if on_driver:
         wave_trials = 1
     else:
         wave_trials = slots if adaptive else max(1, math.ceil(4 * slots / n_folds))
+    waves = _Waves(spark, ctx, n_folds, 1 if on_driver else IN_FLIGHT_WAVES)
+    warm = getattr(strategy, "warm", [])
     results: list[TrialResult] = []
     best = worst_value(ctx.metric)
     start = time.monotonic()
-    last_wave = 0.0
-    while True:
-        elapsed = time.monotonic() - start
-        # Stop at the budget, or before a wave that (timed like the last one) would overrun it.
-        if algo.time_budget_s is not None and (elapsed >= algo.time_budget_s or (
-                results and elapsed + last_wave > algo.time_budget_s)):
-            progress(f"{ctx.algorithm}: time budget {algo.time_budget_s:.0f}s reached after "
-                     f"{len(results)} trials")
-            break
-        configs = strategy.ask(wave_trials)
-        if not configs:
-            break
-        wave_started = time.monotonic()
-        numbered = [(len(results) + i, {**algo.fixed, **c}) for i, c in enumerate(configs)]
-        rows = run_wave(spark, ctx, numbered, n_folds)
-        wave = _collect(ctx.algorithm, numbered, rows, n_folds)
-        warm = getattr(strategy, "warm", [])
-        for config, result in zip(configs, wave):
-            result.params = {**algo.fixed, **config}
-            result.warm_start = config in warm
-            strategy.tell(config, None if result.status == "FAILED" else result.value)
-            results.append(result)
-            if result.status == "FINISHED" and is_better(ctx.metric, result.value, best):
-                best = result.value
-            progress(_progress_line(ctx, result, len(results), strategy.total, best, start))
-        on_wave(wave)
-        last_wave = time.monotonic() - wave_started
+    out_of_time = False
+    try:
+        while True:
+            while waves.has_room() and not out_of_time:
+                if not _fits_budget(algo.time_budget_s, time.monotonic() - start, waves, results):
+                    out_of_time = True
+                    break
+                configs = strategy.ask(wave_trials)
+                if not configs:
+                    break
+                waves.submit(configs, [{**algo.fixed, **c} for c in configs])
+            if not waves.pending:
+                break
+            configs, wave = waves.next_done()
+            for config, result in zip(configs, wave):
+                result.warm_start = config in warm
+                strategy.tell(config, None if result.status == "FAILED" else result.value)
+                results.append(result)
+                if result.status == "FINISHED" and is_better(ctx.metric, result.value, best):
+                    best = result.value
+                progress(_progress_line(ctx, result, len(results), strategy.total, best, start))
+            on_wave(wave)
+    except BaseException:
+        waves.abandon()
+        raise
+    waves.close()
+    if out_of_time:
+        progress(f"{ctx.algorithm}: time budget {algo.time_budget_s:.0f}s reached after "
+                 f"{len(results)} trials")
     return results
+
+
+def _fits_budget(budget_s: float | None, elapsed: float, waves: _Waves, results: list) -> bool:
+    """Whether one more wave may start: never past the budget, nor when (timed like the last
+    wave, queued behind the ones in flight) it would end past it. The first wave always runs;
+    a second is queued only once a wave's time is known."""
+    if budget_s is None:
+        return True
+    if elapsed >= budget_s:
+        return False
+    if not results and not waves.pending:
+        return True
+    if waves.last_seconds is None:
+        return False
+    return elapsed + (len(waves.pending) + 1) * waves.last_seconds <= budget_s
+
+
+def _staged_for_tasks(data) -> bool:
+    """The window was staged for Spark tasks to load (a broadcast, or a staged file's path)."""
+    from pyspark import Broadcast
+
+    return isinstance(data, (Broadcast, str))
+
+
+class _Waves:
+    """Waves of trials running as Spark jobs from worker threads, oldest first.
+
+    Each wave is a job of its own group, so a search that is abandoned (an error, a
+    signal) cancels what it queued instead of leaving executors fitting for nobody.
+    """
+
+    def __init__(self, spark, ctx: FitContext, n_folds: int, at_once: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.spark, self.ctx, self.n_folds, self.at_once = spark, ctx, n_folds, at_once
+        self.pool = ThreadPoolExecutor(at_once, thread_name_prefix=f"{ctx.algorithm}-wave")
+        self.pending: list = []          # (configs, numbered, future, submitted at)
+        self.group = f"automl-{ctx.algorithm}-{id(self):x}"
+        self.submitted = 0
+        self.last_done: float | None = None
+        self.last_seconds: float | None = None
+
+    def has_room(self) -> bool:
+        return len(self.pending) < self.at_once
+
+    def submit(self, configs: list[dict], params: list[dict]) -> None:
+        numbered = [(self.submitted + i, p) for i, p in enumerate(params)]
+        self.submitted += len(numbered)
+        future = self.pool.submit(self._run, numbered)
+        self.pending.append((configs, numbered, future, time.monotonic()))
+
+    def _run(self, numbered):
+        sc = getattr(self.spark, "_sc", None)
+        if sc is not None:      # thread-local: this thread's jobs join the group
+            sc.setJobGroup(self.group, f"{self.ctx.algorithm} trials {numbered[0][0]}+", True)
+        else:                   # Spark Connect: tags, also per thread
+            self.spark.addTag(self.group)
+        return run_wave(self.spark, self.ctx, numbered, self.n_folds)
+
+    def next_done(self) -> tuple[list[dict], list[TrialResult]]:
+        """The oldest wave's configs and results (waits for it)."""
+        configs, numbered, future, submitted = self.pending.pop(0)
+        rows = future.result()
+        done = time.monotonic()
+        # A queued wave's clock starts when the wave before it is done, not when it was queued.
+        self.last_seconds = done - max(submitted, self.last_done or submitted)
+        self.last_done = done
+        return configs, _collect(self.ctx.algorithm, numbered, rows, self.n_folds)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    def abandon(self) -> None:
+        """Cancel the queued and running waves' Spark jobs; do not wait for them."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pending:
+            cancel_jobs(self.spark, self.group)
+        self.pending.clear()
 
 
 def run_baseline(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int) -> TrialResult:
