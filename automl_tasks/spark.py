@@ -104,3 +104,12 @@ def cancel_jobs(spark, group: str | None = None, timeout_s: float = 15.0) -> Non
     worker = threading.Thread(target=cancel, name="cancel-spark-jobs", daemon=True)
     worker.start()
     worker.join(timeout_s)
+
+def job_failure(exc: BaseException) -> str:
+    """The line that says why a Spark job failed: the task's innermost Python error when
+    there is one (Py4J wraps it deep inside a Java stack trace), else the first line."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line[:1] not in (" ", "\t") and "Error" in line]
+    python = [line for line in lines if not line.startswith(("org.", "java.", "py4j", "at ", "Caused by"))]
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return (python[-1] if python else first)[:500]

@@ -130,6 +130,9 @@ class ModelSpec(_Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     ablation: AblationSpec = AblationSpec()
     impute: Literal["median", "mean", "none"] = "median"
+    # How trials train: per_trial (each task its own copy of the window), data_parallel (each
+    # fit across all executors), auto (by the window's size: tuning/training_path.py).
+    training: Literal["auto", "per_trial", "data_parallel"] = "auto"
     seed: int = 0
 
     # Where the spec came from: set by the loaders, not by users.
@@ -182,11 +185,28 @@ class ModelSpec(_Strict):
                     raise ValueError(f"join {join.source}: as_of needs data.timestamp (or join.timestamp), "
                                      "the row time it is compared with")
                 join.timestamp = self.data.timestamp
+        if self.training == "data_parallel":
+            blocker = data_parallel_blocker(self)
+            if blocker:
+                raise ValueError(f"training: data_parallel: {blocker}")
         if self.features is not None and self.categorical is not None:
             extra = sorted(set(self.categorical) - set(self.features))
             if extra:
                 raise ValueError(f"categorical lists {extra[0]!r}, which is not in features")
         return self
+
+
+def data_parallel_blocker(spec: ModelSpec) -> str | None:
+    """Why `spec` cannot train data-parallel, or None (auto then keeps per_trial)."""
+    from automl_tasks.tuning.training_path import DATA_PARALLEL_ALGORITHMS
+
+    others = [a for a in spec.algorithms if a not in DATA_PARALLEL_ALGORITHMS]
+    if others:
+        return (f"algorithm {others[0]!r} has no data-parallel path (only "
+                f"{', '.join(DATA_PARALLEL_ALGORITHMS)})")
+    if spec.validation.method == "given":
+        return "validation.method 'given' is not supported (use cv, split or time)"
+    return None
 
 
 def _format_error(exc: ValidationError, where: str) -> SpecError:

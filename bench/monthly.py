@@ -121,7 +121,6 @@ SPANS = [
     ("automl_tasks.tuning.runner", "stage"),
     ("automl_tasks.tuning.runner", "run_wave"),
     ("automl_tasks.tuning.search", "run_search"),
-    ("automl_tasks.tuning.search", "run_baseline"),
     ("automl_tasks.registry.tracking", "TrialLogger.close"),
     ("automl_tasks.models.adapters", "fit"),
     ("automl_tasks.models.adapters", "predict"),

@@ -74,3 +74,23 @@ def test_tuning_on_a_cluster_matches_local_mode(cluster, demo_dir, spark, tracki
                                                         if e["algorithm"] == best)).predict(rows)
               for run in (on_cluster, local)]
     assert scores[0].shape == (400, 2) and np.array_equal(scores[0], scores[1])
+
+
+def test_data_parallel_tuning_on_a_cluster(cluster, demo_dir, tracking, tmp_path):
+    """Both data-parallel trainers across the standalone executor: LightGBM's barrier tasks find
+    each other by the executor's address, xgboost.spark's workers reach the driver's tracker."""
+    spec_path = write_spec(demo_dir, "binary", filename="cluster_dp.yaml", name="cluster_dp",
+                           training="data_parallel", validation={"folds": 2}, algorithms={
+                               "xgboost": {"search": "grid", "space": {"max_depth": [3]},
+                                           "fixed": {"n_estimators": 10}},
+                               "lightgbm": {"search": "grid", "space": {"num_leaves": [7]},
+                                            "fixed": {"n_estimators": 10}}})
+    env = {**os.environ, **cluster.driver_env(), "MLFLOW_TRACKING_URI": tracking}
+    log = tmp_path / "tune_dp.log"
+    code, out = run_cli(["tune", "--spec", str(spec_path), "--month", MONTH, "--json"], env, log)
+    assert code == 0, log.read_text()[-3000:]
+    summary = json.loads(out)
+    assert summary["training_path"] == "data_parallel"
+    assert summary["trials"] == {"total": 2, "failed": 0}
+    assert all(0.6 < e["cv_value"] < 1 and e["holdout_value"] is not None for e in summary["leaderboard"])
+    assert "training path data_parallel (set in the spec)" in log.read_text()

@@ -30,8 +30,9 @@ def grid(*n_estimators: int) -> AlgorithmSpec:
 
 
 def _search(spark, ctx, algo, **callbacks):
-    return search.run_search(spark, ctx, algo, 2, 2, callbacks.get("progress", lambda line: None),
-                             callbacks.get("on_wave", lambda wave: None))
+    trials, _ = search.run_search(spark, ctx, algo, 2, 2, callbacks.get("progress", lambda line: None),
+                                  callbacks.get("on_wave", lambda wave: None))
+    return trials
 
 
 def _outcome(results):

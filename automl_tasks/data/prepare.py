@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from automl_tasks.data.sources import MONTH_COL, join_tables, read_source, with_
 from automl_tasks.data.windows import Window, select_window
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from automl_tasks.tuning.training_path import Decision
 
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "boolean")
 LABEL_COL, SEGMENT_COL = "__label", "__segment"
@@ -42,10 +46,17 @@ class Matrix:
 
 
 @dataclass
+class Frames:
+    """The encoded window kept on Spark (data-parallel path): x0..x{n-1}, y, month columns."""
+    train: object                            # DataFrame
+    holdout: object | None
+
+
+@dataclass
 class Prepared:
     spec: ModelSpec
     window: Window
-    train: Matrix
+    train: Matrix | None                     # None when the window stays on Spark (`frames`)
     holdout: Matrix | None
     given: Matrix | None                     # validation.method: given
     encoding: Encoding
@@ -53,6 +64,8 @@ class Prepared:
     pipeline: object                         # fitted Spark PipelineModel
     fingerprint: str
     row_counts: dict[str, int] = field(default_factory=dict)
+    frames: Frames | None = None             # set instead of train/holdout on the data-parallel path
+    training: Decision | None = None         # the training path, when `prepare` was given `decide`
 
 
 def resolve_columns(spec: ModelSpec, dtypes: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -94,6 +107,14 @@ def canonical_label(column: str):
     as_number = F.when((number == F.floor(number)) & (F.abs(number) < 1e15), number.cast("bigint").cast("string")).otherwise(
         number.cast("string"))
     return F.when(number.isNotNull() & ~F.isnan(number), as_number).otherwise(raw)
+
+
+def with_label(df, spec: ModelSpec):
+    """`df` with LABEL_COL: the canonical label (classification) or the numeric one (regression)."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn(LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
+                         else F.col(spec.data.label).try_cast("double"))
 
 
 def _fingerprint(spec: ModelSpec, stats: dict[str, tuple[int, int]], months) -> str:
@@ -192,8 +213,9 @@ def _encoding(pipeline_model, features, categorical) -> Encoding:
     return Encoding(list(features), cats, fills)
 
 
-def to_matrix(pipeline_model, encoding: Encoding, df, spec: ModelSpec, classes: list | None) -> Matrix:
-    """Encode rows with the fitted pipeline and bring them to the driver as numpy."""
+def encoded_frame(pipeline_model, encoding: Encoding, df, spec: ModelSpec, classes: list | None):
+    """Rows encoded with the fitted pipeline, on Spark: x0..x{n-1} (double), y (class index or
+    value), raw_label, month, segment. A label outside `classes` gives a null y."""
     from pyspark.sql import functions as F
 
     cols = model_columns(encoding.feature_names, list(encoding.categorical), spec.impute)
@@ -204,14 +226,32 @@ def to_matrix(pipeline_model, encoding: Encoding, df, spec: ModelSpec, classes: 
         mapping = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(str(c)), F.lit(i))])
         label = mapping[F.col(LABEL_COL)]
     segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
-    pdf = out.select(*[F.col(c).cast("double").alias(f"x{i}") for i, c in enumerate(cols)],
-                     label.alias("y"), F.col(LABEL_COL).alias("raw_label"),
-                     F.col(MONTH_COL).alias("month") if MONTH_COL in df.columns else F.lit("").alias("month"),
-                     segment.alias("segment")).toPandas()
+    return out.select(*[F.col(c).cast("double").alias(f"x{i}") for i, c in enumerate(cols)],
+                      label.alias("y"), F.col(LABEL_COL).alias("raw_label"),
+                      F.col(MONTH_COL).alias("month") if MONTH_COL in df.columns else F.lit("").alias("month"),
+                      segment.alias("segment"))
+
+
+def _unseen_label(value, classes: list) -> DataError:
+    return DataError(f"label value {value!r} does not occur in the training window "
+                     f"(classes: {', '.join(map(str, classes))})")
+
+
+def check_labels_known(frame, classes: list | None) -> None:
+    """An encoded frame's labels all belong to the training window's classes (a Spark query)."""
+    if classes is None:
+        return
+    unseen = frame.where(frame["y"].isNull()).select("raw_label").limit(1).collect()
+    if unseen:
+        raise _unseen_label(unseen[0][0], classes)
+
+
+def to_matrix(pipeline_model, encoding: Encoding, df, spec: ModelSpec, classes: list | None) -> Matrix:
+    """Encode rows with the fitted pipeline and bring them to the driver as numpy."""
+    pdf = encoded_frame(pipeline_model, encoding, df, spec, classes).toPandas()
+    cols = encoding.feature_names
     if classes is not None and pdf["y"].isna().any():
-        unseen = pdf.loc[pdf["y"].isna(), "raw_label"].iloc[0]
-        raise DataError(f"label value {unseen!r} does not occur in the training window "
-                        f"(classes: {', '.join(map(str, classes))})")
+        raise _unseen_label(pdf.loc[pdf["y"].isna(), "raw_label"].iloc[0], classes)
     X = pdf[[f"x{i}" for i in range(len(cols))]].to_numpy(dtype=np.float64)
     y = pdf["y"].to_numpy(dtype=np.int64 if classes is not None else np.float64)
     segments = pdf["segment"].to_numpy(dtype=object) if spec.segment else None
@@ -224,8 +264,13 @@ def load_frame(spark, spec: ModelSpec):
     return with_month(df, spec.data.timestamp, spec.data.month_column)
 
 
-def prepare(spark, spec: ModelSpec, month: str | None = None) -> Prepared:
-    """Check the data for `month` and encode its window; raises DataError on bad input."""
+def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Prepared:
+    """Check the data for `month` and encode its window; raises DataError on bad input.
+
+    `decide(rows, n_features)`: the training path's Decision (tuning/training_path.py), asked
+    once the window's size is known and before anything is collected; on `data_parallel` the
+    encoded window and holdout stay Spark DataFrames (`Prepared.frames`), never collected.
+    """
     from pyspark.sql import functions as F
 
     if month is not None and not (spec.data.timestamp or spec.data.month_column):
@@ -244,9 +289,7 @@ def prepare(spark, spec: ModelSpec, month: str | None = None) -> Prepared:
     window = select_window(counts, month, spec.window.train_months)
     months = list(window.train) + ([window.holdout] if window.holdout else [])
 
-    df = df.where(F.col(MONTH_COL).isin(months)).withColumn(
-        LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
-        else F.col(spec.data.label).try_cast("double"))
+    df = with_label(df.where(F.col(MONTH_COL).isin(months)), spec)
     df = df.persist()
     try:
         label = F.col(spec.data.label)
@@ -261,17 +304,38 @@ def prepare(spark, spec: ModelSpec, month: str | None = None) -> Prepared:
         classes = _label_classes(train_df, spec)
         pipeline_model = _pipeline(features, categorical, spec.impute).fit(train_df)
         encoding = _encoding(pipeline_model, features, categorical)
-        train = to_matrix(pipeline_model, encoding, train_df, spec, classes)
-        holdout = (to_matrix(pipeline_model, encoding, df.where(F.col(MONTH_COL) == window.holdout),
-                             spec, classes) if window.holdout else None)
-        given = (_given(spark, spec, pipeline_model, encoding, classes)
-                 if spec.validation.method == "given" else None)
+        decision = decide(sum(counts[m] for m in window.train), len(features)) if decide else None
+        holdout_df = df.where(F.col(MONTH_COL) == window.holdout) if window.holdout else None
+        if decision is not None and decision.path == "data_parallel":
+            # Encoded from the source again, not from `df`: that cache ends with this function.
+            frames = _frames(load_frame(spark, spec), pipeline_model, encoding, spec, classes, window)
+            train = holdout = given = None
+        else:
+            frames = None
+            train = to_matrix(pipeline_model, encoding, train_df, spec, classes)
+            holdout = (to_matrix(pipeline_model, encoding, holdout_df, spec, classes)
+                       if holdout_df is not None else None)
+            given = (_given(spark, spec, pipeline_model, encoding, classes)
+                     if spec.validation.method == "given" else None)
     finally:
         df.unpersist()
     return Prepared(spec=spec, window=window, train=train, holdout=holdout, given=given,
                     encoding=encoding, classes=classes,
                     pipeline=pipeline_model, fingerprint=_fingerprint(spec, stats, months),
-                    row_counts={m: counts[m] for m in months})
+                    row_counts={m: counts[m] for m in months}, frames=frames, training=decision)
+
+
+def _frames(source, pipeline_model, encoding: Encoding, spec: ModelSpec, classes, window: Window) -> Frames:
+    from pyspark.sql import functions as F
+
+    def encoded(months: list[str]):
+        rows = with_label(source.where(F.col(MONTH_COL).isin(months)), spec)
+        return encoded_frame(pipeline_model, encoding, rows, spec, classes)
+
+    holdout = encoded([window.holdout]) if window.holdout else None
+    if holdout is not None:
+        check_labels_known(holdout, classes)
+    return Frames(encoded(list(window.train)), holdout)
 
 
 def _given(spark, spec: ModelSpec, pipeline_model, encoding: Encoding, classes) -> Matrix:
@@ -281,8 +345,7 @@ def _given(spark, spec: ModelSpec, pipeline_model, encoding: Encoding, classes) 
     missing = [c for c in [*encoding.feature_names, spec.data.label] if c not in df.columns]
     if missing:
         raise DataError(f"validation source {spec.validation.path} lacks column {missing[0]!r}")
-    df = df.withColumn(LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
-                       else F.col(spec.data.label).try_cast("double"))
+    df = with_label(df, spec)
     if df.where(F.col(LABEL_COL).isNull()).limit(1).count():
         raise DataError(f"validation source {spec.validation.path} has rows with a missing label")
     matrix = to_matrix(pipeline_model, encoding, df, spec, classes)

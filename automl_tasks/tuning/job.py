@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,21 +20,19 @@ from automl_tasks.data.prepare import Prepared, prepare
 from automl_tasks.errors import SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric, is_better
 from automl_tasks.models import adapters, export, scoring
+from automl_tasks.progress import to_stderr
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark, task_slots
 from automl_tasks.spec import ModelSpec, check_month
+from automl_tasks.tuning import data_parallel, training_path
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.runner import FitContext, stage
-from automl_tasks.tuning.search import TrialResult, lift, run_baseline, run_search
+from automl_tasks.tuning.search import TrialResult, lift, run_search
 from automl_tasks.tuning.validation import make_folds
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
-         spark=None, progress: Callable[[str], None] = _stderr, purpose: str = "tuning",
+         spark=None, progress: Callable[[str], None] = to_stderr, purpose: str = "tuning",
          warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None,
          prepared: Prepared | None = None, deadline: float | None = None,
          resume: str | None = None) -> dict:
@@ -57,17 +54,25 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     if unknown:
         raise SpecError(f"algorithm {unknown[0]!r} is not in the spec (it has: {', '.join(spec.algorithms)})")
     spark = spark or get_spark()
+    slots = task_slots(spark)
     if prepared is None:
         progress(f"{spec.name}: reading {spec.data.source} for month {month or 'all'}")
-        prepared = prepare(spark, spec, month)
-    folds = make_folds(prepared.train, prepared.given, spec.validation, spec.task,
-                       prepared.window.train, seed=spec.seed, classes=prepared.classes)
-    staged = stage(spark, folds)
-    slots = task_slots(spark)
+        prepared = prepare(spark, spec, month, decide=training_path.decider(spark, spec, slots))
+    decision = prepared.training or training_path.caller_prepared(
+        spark, spec, slots, len(prepared.train.y), len(prepared.encoding.feature_names))
+    if prepared.frames is None:
+        folds = make_folds(prepared.train, prepared.given, spec.validation, spec.task,
+                           prepared.window.train, seed=spec.seed, classes=prepared.classes)
+        staged = stage(spark, folds)
+        n_rows, n_folds = len(prepared.train.y), folds.n_folds
+    else:   # data-parallel: the window stays on Spark; folds are a column of it
+        folds, staged = None, data_parallel.stage(prepared, slots)
+        n_rows, n_folds = sum(prepared.row_counts[m] for m in prepared.window.train), staged.n_folds
     progress(f"{spec.name}: window {prepared.window.train[0]} to {prepared.window.train[-1]} "
-             f"({len(prepared.train.y)} rows, {len(prepared.encoding.feature_names)} features), "
+             f"({n_rows} rows, {len(prepared.encoding.feature_names)} features), "
              f"holdout {prepared.window.holdout or 'none'}, validation {spec.validation.method} "
-             f"({folds.n_folds} fold(s)), {slots} task slots")
+             f"({n_folds} fold(s)), {slots} task slots")
+    progress(f"{spec.name}: training path {decision.path} ({decision.reason})")
 
     import mlflow
 
@@ -81,23 +86,30 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
             tracking.clear_attempt(client, experiment, resume)
         try:
             summary = _run(spark, spec, month, chosen, prepared, folds, staged, slots, client,
-                           experiment, run.info.run_id, tags, progress, warm_start or {}, deadline)
-            return {**summary, "experiment": f"{spec.name}/{purpose}"}
+                           experiment, run.info.run_id, tags, progress, warm_start or {}, deadline,
+                           decision=decision, n_rows=n_rows, n_folds=n_folds)
+            return {**summary, "experiment": f"{spec.name}/{purpose}", "training_path": decision.path}
         except BaseException as exc:
             client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
             raise
+        finally:
+            if data_parallel.is_window(staged):
+                staged.release()
 
 
 def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, client, experiment,
-         run_id, tags, progress, warm_start, deadline=None) -> dict:
+         run_id, tags, progress, warm_start, deadline=None, *, decision: training_path.Decision,
+         n_rows: int, n_folds: int) -> dict:
     import mlflow
 
     mlflow.log_params({
         "task": spec.task, "metric": spec.metric, "validation": spec.validation.method,
-        "folds": folds.n_folds, "train_months": ",".join(prepared.window.train),
-        "holdout_month": prepared.window.holdout or "none", "train_rows": len(prepared.train.y),
+        "folds": n_folds, "train_months": ",".join(prepared.window.train),
+        "holdout_month": prepared.window.holdout or "none", "train_rows": n_rows,
         "features": len(prepared.encoding.feature_names), "algorithms": ",".join(chosen),
+        **decision.params(),
     })
+    mlflow.set_tag("automl.training_reason", decision.reason[:tracking.MAX_TAG])
     mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
     mlflow.log_dict(prepared.row_counts, "row_counts.json")
     for algorithm in chosen:
@@ -133,25 +145,22 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, c
                 progress(f"{algorithm}: {budget:.1f}s of search time (deadline in "
                          f"{deadline - time.monotonic():.0f}s, {len(chosen) - index} algorithm(s) left)")
             searched = time.monotonic()
-            trials = run_search(spark, ctx, algo, folds.n_folds, slots, progress, logger.submit,
-                                warm_start.get(algorithm))
+            # The default-params baseline is queued with the first wave, so it fills idle slots.
+            trials, baseline = run_search(spark, ctx, algo, n_folds, slots, progress, logger.submit,
+                                          warm_start.get(algorithm), baseline=True)
             all_trials += trials
             started = time.monotonic()
             mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
-            entry = _finish_algorithm(algorithm, trials, prepared, folds, model_root, run_id, progress)
-            if deadline is not None and time.monotonic() >= deadline:
-                progress(f"{algorithm}: default params not measured: the deadline has passed")
-                baseline = None
-            else:
-                baseline = run_baseline(spark, ctx, algo, folds.n_folds)
-                baseline_seconds += baseline.seconds
+            entry = _finish_algorithm(algorithm, trials, prepared, folds, staged, threads, model_root, run_id,
+                                      progress)
+            baseline_seconds += baseline.seconds
             entry = _with_baseline(entry, baseline, spec.metric, progress)
             finishing.append(time.monotonic() - started)
             if adapters.runs_on_driver(algorithm) and trials:
                 driver_wave.append((started - searched) / len(trials) + finishing[-1])
             leaderboard.append({**entry, "wall_seconds": round(time.monotonic() - searched, 3),
                                 "fit_seconds": round(sum(t.seconds for t in trials) + entry.get("refit_seconds", 0.0)
-                                                     + (baseline.seconds if baseline else 0.0), 3)})
+                                                     + baseline.seconds, 3)})
     finally:
         logger.close()
 
@@ -232,7 +241,8 @@ def share_of(left_s: float, remaining: list[str], finishing: list[float], driver
     return max(0.1, free / len(remaining))
 
 
-def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: Path, run_id, progress):
+def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, staged, threads: int, model_root: Path,
+                      run_id, progress):
     """Refit the best config on the whole window, score the holdout, export and log the model."""
     import mlflow
 
@@ -247,24 +257,48 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, model_root: 
     for trial in done[1:]:
         if is_better(spec.metric, trial.value, best.value):
             best = trial
-    rows = folds.refit_rows
     started = time.perf_counter()
-    model = adapters.fit(algorithm, spec.task, best.params, folds.X[rows], folds.y[rows],
-                         prepared.encoding.categorical_idx, n_threads=os.cpu_count() or 1, seed=spec.seed)
+    if data_parallel.is_window(staged):
+        model, holdout_value, example = _refit_data_parallel(algorithm, best.params, prepared, staged, threads)
+    else:
+        model, holdout_value, example = _refit(algorithm, best.params, prepared, folds)
     refit_seconds = time.perf_counter() - started
-    holdout_value = None
-    if prepared.holdout is not None and len(prepared.holdout.y):
-        prediction = adapters.predict(model, spec.task, prepared.holdout.X)
-        holdout_value = compute_metric(spec.metric, spec.task, prepared.holdout.y, prediction)
+    if holdout_value is not None:
         mlflow.log_metric(f"holdout_{spec.metric}_{algorithm}", holdout_value)
     mlflow.log_metric(f"cv_{spec.metric}_{algorithm}", best.value)
     native_dir = export.export_native(model, algorithm, prepared, best.params, model_root / algorithm,
                                       run_id=run_id)
     mlflow.log_artifacts(str(native_dir), f"native/{algorithm}")
-    logged = export.log_flavor_model(model, algorithm, prepared, folds.X[rows][:5])
+    logged = export.log_flavor_model(model, algorithm, prepared, example)
     return {**entry, "status": "ok", "cv_value": best.value, "holdout_value": holdout_value,
             "params": best.params, "best_trial": best.number, "model_dir": str(native_dir),
             "model_uri": logged.model_uri, "refit_seconds": round(refit_seconds, 3)}
+
+
+def _refit(algorithm, params, prepared: Prepared, folds):
+    """The per-trial path's refit on the driver: (model, holdout value or None, input example)."""
+    spec, rows = prepared.spec, folds.refit_rows
+    model = adapters.fit(algorithm, spec.task, params, folds.X[rows], folds.y[rows],
+                         prepared.encoding.categorical_idx, n_threads=os.cpu_count() or 1, seed=spec.seed)
+    holdout_value = None
+    if prepared.holdout is not None and len(prepared.holdout.y):
+        prediction = adapters.predict(model, spec.task, prepared.holdout.X)
+        holdout_value = compute_metric(spec.metric, spec.task, prepared.holdout.y, prediction)
+    return model, holdout_value, folds.X[rows][:5]
+
+
+def _refit_data_parallel(algorithm, params, prepared: Prepared, staged, threads: int):
+    """The data-parallel refit across the executors, the holdout scored on Spark; the model comes
+    back as the scikit-learn estimator export expects. Only 5 example rows reach the driver."""
+    spec = prepared.spec
+    trained = data_parallel.fit(staged, algorithm, spec.task, params, staged.frame,
+                                prepared.encoding.categorical_idx, spec.seed, threads)
+    holdout_value = None
+    if prepared.frames.holdout is not None and prepared.row_counts.get(prepared.window.holdout):
+        predicted = data_parallel.predict(trained, spec.task, prepared.frames.holdout)
+        holdout_value = data_parallel.spark_metric(spec.metric, spec.task, predicted)
+    example = staged.frame.select(*staged.features).limit(5).toPandas().to_numpy(dtype=float)
+    return data_parallel.to_estimator(trained, spec.task, params, staged.n_classes), holdout_value, example
 
 
 def _with_baseline(entry: dict, baseline: TrialResult | None, metric: str, progress) -> dict:

@@ -3,7 +3,8 @@
 The encoded window is shipped to the executors once per tuning (`stage`) and loaded
 once per Python worker (workers are reused), so a wave of trials ships only the
 small list of configs. Only DataFrame APIs run the tasks, so Spark Connect works too.
-Spark ML algorithms, which need the driver's session, run their folds on the driver.
+Spark ML algorithms, which need the driver's session, run their folds on the driver, and
+so does the data-parallel path (tuning/data_parallel.py), whose window is a DataFrame.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from automl_tasks.config import staging_dir
+from automl_tasks.tuning import data_parallel
 from automl_tasks.tuning.validation import Folds
 
 TASK_SCHEMA = "task long, value double, seconds double, error string, n_train long, n_valid long"
@@ -134,12 +136,17 @@ def _attempt(fit, tasks: list, index: int) -> tuple:
         error = None
     except Exception as exc:  # recorded per task; the search goes on
         value, seconds, n_fit, n_valid = float("nan"), 0.0, 0, 0
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[-4000:]
+        # The message first, whole up to 1000 chars (progress and tags show the first line); then the
+        # traceback's end: a Spark failure chained under it is pages of Java stack.
+        error = f"{type(exc).__name__}: {exc}"[:1000] + "\n" + traceback.format_exc(limit=3)[-3000:]
     return (index, value, seconds, error, n_fit, n_valid)
 
 
 def _fit_trial_fold(ctx: FitContext, task: tuple[int, dict, int]) -> tuple[float, float, int, int]:
     _, params, fold = task
+    if data_parallel.is_window(ctx.data):
+        return data_parallel.fit_fold(ctx.data, ctx.algorithm, ctx.task, ctx.metric, params, fold,
+                                      list(ctx.categorical), ctx.seed, ctx.threads_per_task)
     return fit_fold(ctx, params, fold)
 
 
@@ -149,7 +156,8 @@ def run_wave(spark, ctx: FitContext, trials: list[tuple[int, dict]], n_folds: in
 
     tasks = [(trial, params, fold) for trial, params in trials for fold in range(n_folds)]
     fit = functools.partial(_fit_trial_fold, ctx)
-    if runs_on_driver(ctx.algorithm):
+    if runs_on_driver(ctx.algorithm) or data_parallel.is_window(ctx.data):
+        # Each fit is itself Spark jobs over every slot: the tasks run one after the other.
         rows = run_on_driver(fit, tasks)
     else:
         # One partition per task: Spark hands the next task to whichever slot frees first.

@@ -125,8 +125,12 @@ IN_FLIGHT_WAVES = 2   # the next wave waits queued in Spark while one runs (see 
 
 def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots: int,
                progress: Callable[[str], None], on_wave: Callable[[list[TrialResult]], None],
-               warm_start: list[dict] | None = None) -> list[TrialResult]:
+               warm_start: list[dict] | None = None, baseline: bool = False
+               ) -> tuple[list[TrialResult], TrialResult | None]:
     """Ask the strategy for configs a wave at a time, run each wave's folds as Spark tasks.
+
+    Returns the trials and, with `baseline`, the library's default params (plus the spec's
+    fixed ones) on the same folds, queued ahead of the first wave: what tuning bought (`lift`).
 
     Two waves are in flight at once: Spark queues the second wave's tasks behind the first's
     (FIFO), so slots the first wave's last tasks leave idle start the next wave at once
@@ -147,20 +151,26 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
     results: list[TrialResult] = []
     best = worst_value(ctx.metric)
     start = time.monotonic()
-    out_of_time = False
+    out_of_time, asked, default = False, False, None
     try:
+        if baseline:
+            waves.submit(None, [dict(algo.fixed)], number=-1)
         while True:
             while waves.has_room() and not out_of_time:
-                if not _fits_budget(algo.time_budget_s, time.monotonic() - start, waves, results):
+                if asked and not _fits_budget(algo.time_budget_s, time.monotonic() - start, waves):
                     out_of_time = True
                     break
                 configs = strategy.ask(wave_trials)
                 if not configs:
                     break
                 waves.submit(configs, [{**algo.fixed, **c} for c in configs])
+                asked = True
             if not waves.pending:
                 break
             configs, wave = waves.next_done()
+            if configs is None:
+                default = wave[0]
+                continue
             for config, result in zip(configs, wave):
                 result.warm_start = config in warm
                 strategy.tell(config, None if result.status == "FAILED" else result.value)
@@ -176,20 +186,16 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
     if out_of_time:
         progress(f"{ctx.algorithm}: time budget {algo.time_budget_s:.0f}s reached after "
                  f"{len(results)} trials")
-    return results
+    return results, default
 
 
-def _fits_budget(budget_s: float | None, elapsed: float, waves: _Waves, results: list) -> bool:
-    """Whether one more wave may start: never past the budget, nor when (timed like the last
-    wave, queued behind the ones in flight) it would end past it. The first wave always runs;
-    a second is queued only once a wave's time is known."""
+def _fits_budget(budget_s: float | None, elapsed: float, waves: _Waves) -> bool:
+    """Whether one more wave may start after the first (which always runs): never past the
+    budget, nor when (timed like the last wave, queued behind the ones in flight) it would end
+    past it; so the next is queued only once a wave's time is known."""
     if budget_s is None:
         return True
-    if elapsed >= budget_s:
-        return False
-    if not results and not waves.pending:
-        return True
-    if waves.last_seconds is None:
+    if elapsed >= budget_s or waves.last_seconds is None:
         return False
     return elapsed + (len(waves.pending) + 1) * waves.last_seconds <= budget_s
 
@@ -204,8 +210,10 @@ def _staged_for_tasks(data) -> bool:
 class _Waves:
     """Waves of trials running as Spark jobs from worker threads, oldest first.
 
-    Each wave is a job of its own group, so a search that is abandoned (an error, a
-    signal) cancels what it queued instead of leaving executors fitting for nobody.
+    Each wave is a job group of its own: the next wave is handed to Spark only once the
+    last one's job exists, so Spark's FIFO order is the waves' order; and a search that is
+    abandoned (an error, a signal) cancels what it queued instead of leaving executors
+    fitting for nobody.
     """
 
     def __init__(self, spark, ctx: FitContext, n_folds: int, at_once: int):
@@ -213,8 +221,8 @@ class _Waves:
 
         self.spark, self.ctx, self.n_folds, self.at_once = spark, ctx, n_folds, at_once
         self.pool = ThreadPoolExecutor(at_once, thread_name_prefix=f"{ctx.algorithm}-wave")
-        self.pending: list = []          # (configs, numbered, future, submitted at)
-        self.group = f"automl-{ctx.algorithm}-{id(self):x}"
+        self.pending: list = []          # (configs, numbered, future, submitted at, job group)
+        self.prefix = f"automl-{ctx.algorithm}-{id(self):x}"
         self.submitted = 0
         self.last_done: float | None = None
         self.last_seconds: float | None = None
@@ -222,23 +230,41 @@ class _Waves:
     def has_room(self) -> bool:
         return len(self.pending) < self.at_once
 
-    def submit(self, configs: list[dict], params: list[dict]) -> None:
-        numbered = [(self.submitted + i, p) for i, p in enumerate(params)]
-        self.submitted += len(numbered)
-        future = self.pool.submit(self._run, numbered)
-        self.pending.append((configs, numbered, future, time.monotonic()))
+    def submit(self, configs: list[dict] | None, params: list[dict], number: int | None = None) -> None:
+        """Queue a wave; its trials are numbered in order unless `number` names the one trial."""
+        if number is None:
+            numbered = [(self.submitted + i, p) for i, p in enumerate(params)]
+            self.submitted += len(numbered)
+        else:
+            numbered = [(number, params[0])]
+        group = f"{self.prefix}-{numbered[0][0]}"
+        future = self.pool.submit(self._run, numbered, group)
+        self.pending.append((configs, numbered, future, time.monotonic(), group))
+        if self.at_once > 1:
+            self._wait_until_queued(group, future)
 
-    def _run(self, numbered):
+    def _run(self, numbered, group: str):
         sc = getattr(self.spark, "_sc", None)
         if sc is not None:      # thread-local: this thread's jobs join the group
-            sc.setJobGroup(self.group, f"{self.ctx.algorithm} trials {numbered[0][0]}+", True)
+            sc.setJobGroup(group, f"{self.ctx.algorithm} trials {numbered[0][0]}+", True)
         else:                   # Spark Connect: tags, also per thread
-            self.spark.addTag(self.group)
+            self.spark.addTag(group)
         return run_wave(self.spark, self.ctx, numbered, self.n_folds)
 
-    def next_done(self) -> tuple[list[dict], list[TrialResult]]:
+    def _wait_until_queued(self, group: str, future, timeout_s: float = 60.0) -> None:
+        """Until the wave's Spark job exists (or the wave is over): Spark runs queued jobs in
+        the order they were submitted, and a later wave must not overtake an earlier one."""
+        sc = getattr(self.spark, "_sc", None)
+        if sc is None:                    # Spark Connect has no status tracker to ask
+            return
+        tracker = sc.statusTracker()
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and not tracker.getJobIdsForGroup(group) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def next_done(self) -> tuple[list[dict] | None, list[TrialResult]]:
         """The oldest wave's configs and results (waits for it)."""
-        configs, numbered, future, submitted = self.pending.pop(0)
+        configs, numbered, future, submitted, _ = self.pending.pop(0)
         rows = future.result()
         done = time.monotonic()
         # A queued wave's clock starts when the wave before it is done, not when it was queued.
@@ -252,15 +278,9 @@ class _Waves:
     def abandon(self) -> None:
         """Cancel the queued and running waves' Spark jobs; do not wait for them."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        if self.pending:
-            cancel_jobs(self.spark, self.group)
+        for *_, group in self.pending:
+            cancel_jobs(self.spark, group)
         self.pending.clear()
-
-
-def run_baseline(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int) -> TrialResult:
-    """The library's default params (plus the spec's fixed ones) on the same folds: what tuning bought."""
-    params = dict(algo.fixed)
-    return _collect(ctx.algorithm, [(-1, params)], run_wave(spark, ctx, [(-1, params)], n_folds), n_folds)[0]
 
 
 def lift(metric: str, tuned: float, baseline: float) -> float:

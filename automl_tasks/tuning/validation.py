@@ -80,14 +80,65 @@ def make_folds(train: Matrix, given: Matrix | None, validation: ValidationSpec, 
         refit = np.concatenate([refit, np.zeros(len(given.y), dtype=bool)])
         n_folds = 1
     folds = Folds(X, y, fold_ids, n_folds, refit, method)
+    pairs, n = np.unique(np.column_stack([fold_ids, y if classify else np.zeros(len(y))]), axis=0,
+                         return_counts=True)
+    check_folds({(int(f), int(c)): int(k) for (f, c), k in zip(pairs, n)}, n_folds, method,
+                classes if classify else None)
+    return folds
+
+
+def check_folds(counts: dict[tuple[int, int], int], n_folds: int, method: str, classes: list | None) -> None:
+    """Every fold has training and validation rows, and (classification) every class trains in it.
+
+    `counts[(fold_id, class_index)]`: rows (regression: class index 0 for all rows).
+    """
     for f in range(n_folds):
-        fit_rows, valid_rows = folds.split(f)
-        if valid_rows.sum() == 0 or fit_rows.sum() == 0:
-            raise DataError(f"validation {method}: fold {f} has {int(fit_rows.sum())} training and "
-                            f"{int(valid_rows.sum())} validation rows; more data is needed")
-        if classify:
-            absent = np.setdiff1d(np.arange(len(classes)), np.unique(y[fit_rows]))
-            if absent.size:
+        n_fit = sum(k for (fold, _), k in counts.items() if fold != f)
+        n_valid = sum(k for (fold, _), k in counts.items() if fold == f)
+        if n_valid == 0 or n_fit == 0:
+            raise DataError(f"validation {method}: fold {f} has {n_fit} training and "
+                            f"{n_valid} validation rows; more data is needed")
+        if classes is not None:
+            trained = {c for (fold, c), k in counts.items() if fold != f and k}
+            absent = [c for c in range(len(classes)) if c not in trained]
+            if absent:
                 raise DataError(f"validation {method}: class {classes[absent[0]]!r} is absent from the "
                                 f"training part of fold {f}")
-    return folds
+
+
+def fold_column(frame, validation: ValidationSpec, task: str, window_months: tuple[str, ...],
+                seed: int = 0, classes: list | None = None):
+    """`frame` (encoded: x0.., y, month) with an int `fold` column, on Spark: (frame, n_folds,
+    rows per fold id).
+
+    The data-parallel path's folds: cv and split draw each row's fold from a seeded hash of
+    the row itself, so the assignment never depends on partitioning or recomputation;
+    unlike `make_folds` they are not stratified (for the windows this path is for, each
+    class's share per fold is within a fraction of a percent). `given` is not supported.
+    Checked like `make_folds` with one small aggregation (rows per fold and class).
+    """
+    from pyspark.sql import functions as F
+
+    method = validation.method
+    row_hash = F.xxhash64(F.lit(seed), *[F.col(c) for c in frame.columns if c.startswith("x")],
+                          F.col("y"), F.col("month"))
+    if method == "cv":
+        fold, n_folds = F.pmod(row_hash, F.lit(validation.folds)), validation.folds
+    elif method == "split":
+        scale = 1_000_000
+        valid = F.pmod(row_hash, F.lit(scale)) < F.lit(int(round((1 - validation.train_ratio) * scale)))
+        fold, n_folds = F.when(valid, 0).otherwise(-1), 1
+    elif method == "time":
+        fold, n_folds = F.when(F.col("month").isin(list(window_months[-validation.months:])), 0).otherwise(-1), 1
+    else:
+        raise DataError(f"validation.method {method!r} has no data-parallel fold assignment (use cv, split or time)")
+    out = frame.withColumn("fold", fold.cast("int"))
+    classify = task != "regression"
+    label = F.col("y").cast("int") if classify else F.lit(0)
+    counts = {(r["fold"], r["c"]): r["n"] for r in
+              out.groupBy("fold", label.alias("c")).agg(F.count(F.lit(1)).alias("n")).collect()}
+    check_folds(counts, n_folds, method, classes if classify else None)
+    per_fold: dict[int, int] = {}
+    for (f, _), n in counts.items():
+        per_fold[f] = per_fold.get(f, 0) + n
+    return out, n_folds, per_fold

@@ -1,0 +1,252 @@
+"""The data-parallel training path: each fold of a trial trains across all executors.
+
+The window is a Spark DataFrame (feature columns x0..x{n-1}, label `y`, fold id
+`fold`, as `prepare.encoded_frame` and `validation.fold_column` make it) and is never
+collected: xgboost trains with `xgboost.spark` (its own barrier stage and tracker),
+LightGBM with `models.lightgbm_distributed` (barrier tasks, LightGBM's socket network).
+Validation rows are predicted on Spark and scored by Spark's own evaluators (the same
+definitions as `evaluation.metrics`, so the two paths' values compare); `mape`, which
+Spark lacks, is one aggregation. Only the model and one metric value reach the driver.
+
+The folds of a trial run one after the other on the driver: each fold's fit already
+occupies every task slot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from automl_tasks.errors import TuningError
+from automl_tasks.spark import job_failure
+from automl_tasks.tuning.training_path import DATA_PARALLEL_ALGORITHMS
+
+LABEL, FOLD = "y", "fold"
+
+
+@dataclass(frozen=True)
+class SparkWindow:
+    """The encoded window on Spark, what FitContext.data holds on the data-parallel path."""
+    frame: object                    # DataFrame: x0..x{n-1}, y, fold
+    n_features: int
+    n_classes: int | None            # classification: classes are 0..n_classes-1
+    workers: int                     # barrier tasks per fit (the cluster's task slots)
+    n_folds: int = 1
+    fold_rows: tuple[tuple[int, int], ...] = ()   # (fold id, rows): -1 rows always train
+    cached: object = None            # the persisted frame under `frame`, released by `release`
+
+    @property
+    def features(self) -> list[str]:
+        return [f"x{i}" for i in range(self.n_features)]
+
+    def release(self) -> None:
+        if self.cached is not None:
+            self.cached.unpersist()
+
+
+def stage(prepared, workers: int) -> SparkWindow:
+    """The prepared window (`Prepared.frames`) with its folds, cached on the executors
+    (memory, spilling to disk): every fold of every trial reads it again."""
+    from pyspark import StorageLevel
+
+    from automl_tasks.tuning.validation import fold_column
+
+    spec, n_features = prepared.spec, len(prepared.encoding.feature_names)
+    columns = [f"x{i}" for i in range(n_features)]
+    cached = prepared.frames.train.select(*columns, LABEL, "month").persist(StorageLevel.MEMORY_AND_DISK)
+    # The fold is a cheap hash over the cached columns, computed where each fit reads it.
+    try:
+        frame, n_folds, fold_rows = fold_column(cached, spec.validation, spec.task, prepared.window.train,
+                                                seed=spec.seed, classes=prepared.classes)
+    except BaseException:
+        cached.unpersist()
+        raise
+    n_classes = len(prepared.classes) if prepared.classes is not None else None
+    return SparkWindow(frame.select(*columns, LABEL, FOLD), n_features, n_classes, workers, n_folds,
+                       tuple(sorted(fold_rows.items())), cached)
+
+
+def is_window(data) -> bool:
+    return isinstance(data, SparkWindow)
+
+
+def fit_fold(window: SparkWindow, algorithm: str, task: str, metric: str, params: dict, fold: int,
+             categorical: list[int], seed: int, threads: int = 1) -> tuple[float, float, int, int]:
+    """Fit on the fold's training rows, score its validation rows: (value, seconds, n_fit, n_valid).
+
+    The fit and the metric never move rows to the driver (row counts: from `stage`, else Spark counts).
+    """
+    fit_rows = window.frame.where(window.frame[FOLD] != fold)
+    valid_rows = window.frame.where(window.frame[FOLD] == fold)
+    start = time.perf_counter()
+    model = fit(window, algorithm, task, params, fit_rows, categorical, seed, threads)
+    value = spark_metric(metric, task, predict(model, task, valid_rows))
+    seconds = time.perf_counter() - start
+    known = dict(window.fold_rows)
+    n_valid = known[fold] if fold in known else valid_rows.count()
+    n_fit = sum(known.values()) - n_valid if known else fit_rows.count()
+    return float(value), seconds, n_fit, n_valid
+
+
+def fit(window: SparkWindow, algorithm: str, task: str, params: dict, rows, categorical: list[int],
+        seed: int, threads: int = 1):
+    """One model on `rows` across `window.workers` tasks: a DataParallelModel."""
+    if algorithm not in DATA_PARALLEL_ALGORITHMS:
+        raise TuningError(f"algorithm {algorithm!r} has no data-parallel path "
+                          f"(only {', '.join(DATA_PARALLEL_ALGORITHMS)})")
+    if algorithm == "xgboost":
+        return _fit_xgboost(window, task, params, rows, categorical, seed)
+    from automl_tasks.models import lightgbm_distributed
+
+    booster = lightgbm_distributed.train(
+        rows, features=window.features, label=LABEL, task=task, params=params,
+        num_workers=window.workers, categorical=categorical, n_classes=window.n_classes, seed=seed,
+        threads_per_task=threads)
+    return DataParallelModel("lightgbm", booster, window.features)
+
+
+def _fit_xgboost(window: SparkWindow, task: str, params: dict, rows, categorical: list[int], seed: int):
+    import logging
+
+    from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
+
+    # Its INFO lines (params, every boosting round's training loss) would drown the progress output.
+    logging.getLogger("XGBoost-PySpark").setLevel(logging.WARNING)
+    cats = set(categorical)
+    types = ["c" if i in cats else "q" for i in range(window.n_features)]
+    params = {"n_estimators": 100, "random_state": seed, "tree_method": "hist", **params}
+    cls = SparkXGBRegressor if task == "regression" else SparkXGBClassifier
+    estimator = cls(features_col=window.features, label_col=LABEL, num_workers=window.workers,
+                    feature_types=types, **params)
+    try:
+        model = estimator.fit(rows)
+    except Exception as exc:
+        raise TuningError(f"xgboost.spark training on {window.workers} workers failed: "
+                          f"{job_failure(exc)}") from exc
+    return DataParallelModel("xgboost", model.get_booster(), window.features)
+
+
+@dataclass
+class DataParallelModel:
+    """A booster trained data-parallel; it predicts Spark rows in Spark tasks."""
+    algorithm: str
+    booster: object                  # xgboost.Booster | lightgbm.Booster
+    features: list[str]
+
+    def model_bytes(self) -> bytes:
+        if self.algorithm == "xgboost":
+            return bytes(self.booster.save_raw("ubj"))
+        return self.booster.model_to_string().encode()
+
+
+def to_estimator(model: DataParallelModel, task: str, params: dict, n_classes: int | None):
+    """The scikit-learn estimator `adapters.fit` would have returned, around the trained booster,
+    so export, the MLflow flavors and `adapters.predict` treat both paths' models alike."""
+    import lightgbm as lgb
+    import xgboost as xgb
+    from sklearn.preprocessing import LabelEncoder
+
+    regression = task == "regression"
+    if model.algorithm == "xgboost":
+        estimator = (xgb.XGBRegressor if regression else xgb.XGBClassifier)()
+        estimator.load_model(bytearray(model.model_bytes()))   # restores objective and classes
+        return estimator
+    # LightGBM has no public way to wrap a booster: these are the attributes its scikit-learn
+    # predict, predict_proba, booster_ and objective_ read (lightgbm 4.x; tests/test_data_parallel.py).
+    booster = model.booster
+    estimator = (lgb.LGBMRegressor if regression else lgb.LGBMClassifier)(**params)
+    estimator._Booster, estimator.fitted_ = booster, True
+    estimator._n_features = estimator._n_features_in = booster.num_feature()
+    estimator._objective = booster.params.get("objective", task)
+    if not regression:
+        estimator._le = LabelEncoder().fit(np.arange(n_classes))
+        estimator._classes, estimator._n_classes = estimator._le.classes_, n_classes
+    return estimator
+
+
+def _load_booster(algorithm: str, raw: bytes):
+    if algorithm == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(bytearray(raw))
+        return booster
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=raw.decode())
+
+
+def _booster_predict(algorithm: str, booster, X: np.ndarray, task: str) -> np.ndarray:
+    """Probabilities (n, k) for classification, values (n,) for regression, as adapters.predict."""
+    if algorithm == "xgboost":
+
+        out = booster.inplace_predict(X)
+    else:
+        out = booster.predict(X)
+    out = np.asarray(out, dtype=np.float64)
+    if task == "binary" and out.ndim == 1:
+        out = np.column_stack([1.0 - out, out])
+    return out
+
+
+def predict(model: DataParallelModel, task: str, rows):
+    """`rows` with the label and the prediction: `proba` (array of class probabilities) for
+    classification, `prediction` for regression. The booster travels with the function
+    (a model is small next to the window); each task loads it once."""
+    import pandas as pd
+
+    algorithm, features, raw = model.algorithm, list(model.features), model.model_bytes()
+    regression = task == "regression"
+
+    def run(batches):
+        booster = _load_booster(algorithm, raw)
+        for batch in batches:
+            out = _booster_predict(algorithm, booster, batch[features].to_numpy(np.float64), task)
+            column = {"prediction": out} if regression else {"proba": list(out)}
+            yield pd.DataFrame({LABEL: batch[LABEL].astype(np.float64), **column})
+
+    schema = f"{LABEL} double, " + ("prediction double" if regression else "proba array<double>")
+    return rows.select(*features, LABEL).mapInPandas(run, schema=schema)
+
+
+def spark_metric(metric: str, task: str, predicted) -> float:
+    """`metric` over `predicted` (from `predict`) with Spark's evaluators, as evaluation.metrics
+    defines it: AUC/PR exact (numBins=0), predicted class = argmax with ties to the lowest index."""
+    from pyspark.ml.evaluation import (BinaryClassificationEvaluator, MulticlassClassificationEvaluator,
+                                       RegressionEvaluator)
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    if task == "regression":
+        if metric == "mape":
+            return _mape(predicted)
+        return RegressionEvaluator(labelCol=LABEL, predictionCol="prediction",
+                                   metricName=metric).evaluate(predicted)
+    if metric in ("areaUnderROC", "areaUnderPR"):
+        scored = predicted.select(LABEL, F.col("proba")[1].alias("score"))
+        return BinaryClassificationEvaluator(labelCol=LABEL, rawPredictionCol="score", metricName=metric,
+                                             numBins=0).evaluate(scored)
+    proba = F.col("proba")
+    scored = predicted.select(
+        LABEL, array_to_vector(proba).alias("probability"),
+        (F.array_position(proba, F.array_max(proba)) - 1).cast("double").alias("prediction"))
+    return MulticlassClassificationEvaluator(labelCol=LABEL, predictionCol="prediction",
+                                             probabilityCol="probability",
+                                             metricName=metric).evaluate(scored)
+
+
+def _mape(predicted) -> float:
+    from pyspark.sql import functions as F
+
+    from automl_tasks.errors import DataError
+
+    row = predicted.agg(F.sum((F.col(LABEL) == 0).cast("long")).alias("zero"), F.count(F.lit(1)).alias("n"),
+                        F.avg(F.abs(F.col(LABEL) - F.col("prediction")) / F.abs(F.col(LABEL))).alias("mape")
+                        ).first()
+    if row["zero"]:
+        raise DataError(f"metric 'mape' is undefined when the label is 0: {row['zero']} of {row['n']} "
+                        f"row(s) have label 0; use 'mae' or 'rmse' instead")
+    return float(row["mape"])
+
