@@ -84,7 +84,7 @@ test: install
 # Re-pin after changing dependencies in pyproject.toml.
 lock: $(BIN)/activate
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python -e ".[airflow,monitoring,dev]"
+	$(BIN)/uv pip install --python $(BIN)/python -e ".[airflow,monitoring,dev,bench]"
 	{ echo "# Exact versions tested together (Python 3.11). Regenerate with \`make lock\` after changing pyproject.toml."; \
 	  $(BIN)/uv pip freeze --python $(BIN)/python | grep -v -E '^(-e |automl-tasks|uv==|pip==)'; } > constraints.txt
 
