@@ -23,10 +23,10 @@ def ctx(spark):
     return FitContext(stage(spark, folds), "xgboost", "binary", "areaUnderROC", (), 1, 0)
 
 
-def grid(*n_estimators: int) -> AlgorithmSpec:
+def grid(*n_estimators: int, time_budget_s: float | None = None) -> AlgorithmSpec:
     # 2 slots, 2 folds: 4 trials a wave, so each value listed 4 times is one wave.
     return AlgorithmSpec(search="grid", space={"n_estimators": list(n_estimators), "reg_lambda": [1.0, 2.0, 3.0, 4.0]},
-                         fixed={"max_depth": 6})
+                         fixed={"max_depth": 6}, time_budget_s=time_budget_s)
 
 
 def _search(spark, ctx, algo, **callbacks):
@@ -76,3 +76,13 @@ def test_a_search_failing_part_way_cancels_its_queued_wave(spark, ctx):
         # Cancelled, not run to the end: a wave left behind would have SUCCEEDED.
         assert tracker.getJobInfo(job).status == "FAILED"
     assert tracker.getActiveJobsIds() == []
+
+
+def test_a_time_budget_runs_waves_until_it_is_spent(spark, ctx):
+    lines: list[str] = []
+    ample = _search(spark, ctx, grid(20, 30, 40, time_budget_s=3600), progress=lines.append)
+    assert len(ample) == 12 and not any("time budget" in line for line in lines)
+    lines.clear()
+    # A budget of a second: the first wave always runs, then the budget is spent.
+    short = _search(spark, ctx, grid(300, 350, 400, time_budget_s=1), progress=lines.append)
+    assert len(short) == 4 and lines[-1] == "xgboost: time budget 1s reached after 4 trials"

@@ -157,7 +157,10 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
             waves.submit(None, [dict(algo.fixed)], number=-1)
         while True:
             while waves.has_room() and not out_of_time:
-                if asked and not _fits_budget(algo.time_budget_s, time.monotonic() - start, waves):
+                fits = _fits_budget(algo.time_budget_s, time.monotonic() - start, waves) if asked else True
+                if fits is None:             # decided once the running wave's time is known
+                    break
+                if not fits:
                     out_of_time = True
                     break
                 configs = strategy.ask(wave_trials)
@@ -189,14 +192,16 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
     return results, default
 
 
-def _fits_budget(budget_s: float | None, elapsed: float, waves: _Waves) -> bool:
+def _fits_budget(budget_s: float | None, elapsed: float, waves: _Waves) -> bool | None:
     """Whether one more wave may start after the first (which always runs): never past the
     budget, nor when (timed like the last wave, queued behind the ones in flight) it would end
-    past it; so the next is queued only once a wave's time is known."""
+    past it. None: no wave's time is known yet, so ask again when the running one is done."""
     if budget_s is None:
         return True
-    if elapsed >= budget_s or waves.last_seconds is None:
+    if elapsed >= budget_s:
         return False
+    if waves.last_seconds is None:
+        return None
     return elapsed + (len(waves.pending) + 1) * waves.last_seconds <= budget_s
 
 
