@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -215,15 +216,14 @@ def _staged_for_tasks(data) -> bool:
 class _Waves:
     """Waves of trials running as Spark jobs from worker threads, oldest first.
 
-    Each wave is a job group of its own: the next wave is handed to Spark only once the
+    One wave at a time (driver-fitted waves) runs in the caller's thread. Otherwise each
+    wave is a job group of its own: the next wave is handed to Spark only once the
     last one's job exists, so Spark's FIFO order is the waves' order; and a search that is
     abandoned (an error, a signal) cancels what it queued instead of leaving executors
     fitting for nobody.
     """
 
     def __init__(self, spark, ctx: FitContext, n_folds: int, at_once: int):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.spark, self.ctx, self.n_folds, self.at_once = spark, ctx, n_folds, at_once
         self.pool = ThreadPoolExecutor(at_once, thread_name_prefix=f"{ctx.algorithm}-wave")
         self.pending: list = []          # (configs, numbered, future, submitted at, job group)
@@ -243,10 +243,17 @@ class _Waves:
         else:
             numbered = [(number, params[0])]
         group = f"{self.prefix}-{numbered[0][0]}"
+        if self.at_once == 1:
+            # In this thread: a driver-fitted wave needs the caller's active SparkSession,
+            # which PySpark keeps per thread. Nothing is queued, so nothing to cancel.
+            future = Future()
+            submitted = time.monotonic()
+            future.set_result(run_wave(self.spark, self.ctx, numbered, self.n_folds))
+            self.pending.append((configs, numbered, future, submitted, group))
+            return
         future = self.pool.submit(self._run, numbered, group)
         self.pending.append((configs, numbered, future, time.monotonic(), group))
-        if self.at_once > 1:
-            self._wait_until_queued(group, future)
+        self._wait_until_queued(group, future)
 
     def _run(self, numbered, group: str):
         sc = getattr(self.spark, "_sc", None)
