@@ -66,13 +66,21 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_registry_uri_across_tests():
-    """tracking.client() sets MLflow's process-global registry URI; tests point at different
-    servers, so a later test must not write versions to an earlier test's (stopped) server."""
+def _no_mlflow_uris_across_tests():
+    """tracking.client() sets MLflow's process-global tracking and registry URIs; tests point
+    at different servers, so a later test must not read from or write to an earlier test's
+    (stopped) server. mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: restored too."""
+    tracking_env = os.environ.get("MLFLOW_TRACKING_URI")
     registry_env = os.environ.get("MLFLOW_REGISTRY_URI")
     yield
     import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
 
     registry_utils._registry_uri = None
-    assert "MLFLOW_REGISTRY_URI" not in os.environ or os.environ["MLFLOW_REGISTRY_URI"] == registry_env, \
+    tracking_utils._tracking_uri = None
+    if tracking_env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_env
+    assert os.environ.get("MLFLOW_REGISTRY_URI") == registry_env, \
         "MLFLOW_REGISTRY_URI leaked into the environment (child processes would use it)"
