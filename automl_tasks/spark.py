@@ -105,6 +105,7 @@ def cancel_jobs(spark, group: str | None = None, timeout_s: float = 15.0) -> Non
     worker.start()
     worker.join(timeout_s)
 
+
 def job_failure(exc: BaseException) -> str:
     """The line that says why a Spark job failed: the task's innermost Python error when
     there is one (Py4J wraps it deep inside a Java stack trace), else the first line."""

@@ -150,14 +150,19 @@ def _fit_trial_fold(ctx: FitContext, task: tuple[int, dict, int]) -> tuple[float
     return fit_fold(ctx, params, fold)
 
 
-def run_wave(spark, ctx: FitContext, trials: list[tuple[int, dict]], n_folds: int) -> list[dict]:
-    """Run every fold of every trial as its own Spark task; returns one dict per (trial, fold)."""
+def fits_on_driver(ctx: FitContext) -> bool:
+    """Each fit is itself Spark jobs over every slot (Spark ML, the data-parallel path), so the
+    driver runs a wave's (trial, fold) fits one after the other instead of as Spark tasks."""
     from automl_tasks.models.adapters import runs_on_driver
 
+    return runs_on_driver(ctx.algorithm) or data_parallel.is_window(ctx.data)
+
+
+def run_wave(spark, ctx: FitContext, trials: list[tuple[int, dict]], n_folds: int) -> list[dict]:
+    """Run every fold of every trial as its own Spark task; returns one dict per (trial, fold)."""
     tasks = [(trial, params, fold) for trial, params in trials for fold in range(n_folds)]
     fit = functools.partial(_fit_trial_fold, ctx)
-    if runs_on_driver(ctx.algorithm) or data_parallel.is_window(ctx.data):
-        # Each fit is itself Spark jobs over every slot: the tasks run one after the other.
+    if fits_on_driver(ctx):
         rows = run_on_driver(fit, tasks)
     else:
         # One partition per task: Spark hands the next task to whichever slot frees first.

@@ -16,11 +16,10 @@ from typing import Callable
 import numpy as np
 
 from automl_tasks.evaluation.metrics import METRICS, is_better, orientation, worst_value
-from automl_tasks.models.adapters import runs_on_driver
 from automl_tasks.spark import cancel_jobs
 from automl_tasks.spec import AlgorithmSpec
 from automl_tasks.tuning import space as spaces
-from automl_tasks.tuning.runner import FitContext, run_wave
+from automl_tasks.tuning.runner import FitContext, fits_on_driver, run_wave
 
 
 @dataclass
@@ -140,7 +139,7 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
     """
     strategy, _ = make_strategy(ctx.algorithm, algo, ctx.metric, warm_start)
     adaptive = isinstance(strategy, Adaptive)
-    on_driver = runs_on_driver(ctx.algorithm) or not _staged_for_tasks(ctx.data)
+    on_driver = fits_on_driver(ctx)
     # Fixed lists: a few tasks per slot per wave keeps slots busy; adaptive: one config per slot;
     # driver-fitted models: one config per wave, their folds run one after the other.
     if on_driver:
@@ -204,13 +203,6 @@ def _fits_budget(budget_s: float | None, elapsed: float, waves: _Waves) -> bool 
     if waves.last_seconds is None:
         return None
     return elapsed + (len(waves.pending) + 1) * waves.last_seconds <= budget_s
-
-
-def _staged_for_tasks(data) -> bool:
-    """The window was staged for Spark tasks to load (a broadcast, or a staged file's path)."""
-    from pyspark import Broadcast
-
-    return isinstance(data, (Broadcast, str))
 
 
 class _Waves:
