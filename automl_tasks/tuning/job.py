@@ -301,13 +301,11 @@ def _refit_data_parallel(algorithm, params, prepared: Prepared, staged, threads:
     return data_parallel.to_estimator(trained, spec.task, params, staged.n_classes), holdout_value, example
 
 
-def _with_baseline(entry: dict, baseline: TrialResult | None, metric: str, progress) -> dict:
-    """Log the default-params CV metric and the tuned model's lift over it (None: not measured)."""
+def _with_baseline(entry: dict, baseline: TrialResult, metric: str, progress) -> dict:
+    """Log the default-params CV metric and the tuned model's lift over it."""
     import mlflow
 
     algorithm = entry["algorithm"]
-    if baseline is None:
-        return {**entry, "baseline_value": None, "lift": None}
     if baseline.status == "FAILED":
         progress(f"{algorithm}: default params failed: {baseline.error.splitlines()[0][:160]}")
         mlflow.set_tag(f"automl.baseline_error.{algorithm}", baseline.error[:tracking.MAX_TAG])
