@@ -1,5 +1,7 @@
 """Pure parts of tuning: spaces, month windows, validation folds."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from automl_tasks.errors import DataError
 from automl_tasks.spec import ValidationSpec
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.search import Adaptive
+from automl_tasks.tuning.sweep import CoordinateSweep
 from automl_tasks.tuning.validation import make_folds
 
 
@@ -50,6 +53,58 @@ def test_adaptive_warm_start_is_proposed_first_and_limits_trials():
         search.tell(config, 0.5)
     rest = search.ask(10)
     assert len(rest) == 3 and search.ask(1) == []
+
+
+def _corner_optimum(config):
+    """Separable, best at few leaves, the largest step and full subsample: a corner of the box."""
+    return (-abs(config["num_leaves"] - 4) - 10 * abs(math.log(config["learning_rate"] / 0.3))
+            - 5 * abs(config["subsample"] - 1.0) - (config["booster"] != "gbdt"))
+
+
+CORNER_SPACE = {"num_leaves": {"int": [4, 64]}, "learning_rate": {"log": [0.01, 0.3]},
+                "subsample": {"uniform": [0.5, 1.0]}, "booster": {"choice": ["dart", "gbdt"]}}
+
+
+def test_cold_sweep_starts_at_the_centre_and_moves_each_axis_to_its_bounds():
+    dims = spaces.parse_space("lightgbm", CORNER_SPACE)
+    sweep = CoordinateSweep(dims, greater_is_better=True)
+    centre = sweep.propose()
+    assert centre == {"num_leaves": 34, "learning_rate": pytest.approx(math.sqrt(0.003)),
+                      "subsample": 0.75, "booster": "dart"}
+    sweep.tell(centre, _corner_optimum(centre))
+    low, high = sweep.propose(), sweep.propose()
+    assert (low["num_leaves"], high["num_leaves"]) == (4, 64)
+    for config in (low, high):
+        sweep.tell(config, _corner_optimum(config))
+    # The next axis moves from the best config so far: 4 leaves.
+    assert sweep.propose() == {**centre, "num_leaves": 4, "learning_rate": 0.01}
+
+
+def test_warm_sweep_steps_a_quarter_of_each_range_around_the_warm_point():
+    dims = spaces.parse_space("lightgbm", CORNER_SPACE)
+    warm = {"num_leaves": 60, "learning_rate": 0.1, "subsample": 0.8, "booster": "gbdt"}
+    sweep = CoordinateSweep(dims, greater_is_better=True, warm=warm)
+    sweep.tell(warm, _corner_optimum(warm))
+    proposed = [sweep.propose() for _ in range(6)]
+    assert [p["num_leaves"] for p in proposed[:2]] == [45, 64]          # 60 -/+ 15, clipped at 64
+    rates = [p["learning_rate"] for p in proposed[2:4]]
+    assert rates == pytest.approx([0.1 * 30 ** -0.25, 0.1 * 30 ** 0.25])  # a quarter of the log-range
+    assert [p["subsample"] for p in proposed[4:6]] == pytest.approx([0.675, 0.925])
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_adaptive_reaches_a_corner_optimum_in_one_sweep(slots):
+    """Random start-up draws land on no corner; the sweep, one axis at a time, gets there even
+    when a wave is proposed before the one before it is scored (two waves in flight)."""
+    dims = spaces.parse_space("lightgbm", CORNER_SPACE)
+    search = Adaptive(dims, greater_is_better=True, trials=None, seed=0)
+    waves, told = [search.ask(slots)], []
+    while len(told) < 15:   # 1 centre + 7 moves + 1 combination, and the waves in flight
+        waves.append(search.ask(slots))
+        for config in waves.pop(0):
+            search.tell(config, _corner_optimum(config))
+            told.append(config)
+    assert {"num_leaves": 4, "learning_rate": 0.3, "subsample": 1.0, "booster": "gbdt"} in told
 
 
 def test_window_selection():

@@ -19,6 +19,7 @@ from automl_tasks.evaluation.metrics import METRICS, is_better, orientation, wor
 from automl_tasks.spark import cancel_jobs
 from automl_tasks.spec import AlgorithmSpec
 from automl_tasks.tuning import space as spaces
+from automl_tasks.tuning.sweep import CoordinateSweep
 from automl_tasks.tuning.runner import FitContext, fits_on_driver, run_wave
 
 
@@ -56,7 +57,11 @@ class FixedList:
 
 
 class Adaptive:
-    """Optuna's TPE with a constant liar, so a wave can hold as many configs as free slots."""
+    """Optuna's TPE with a constant liar, so a wave can hold as many configs as free slots.
+
+    Warm-start points come first, then a coordinate sweep (tuning/sweep.py) that tries each
+    axis's ends (cold) or steps around the warm point, then TPE, which learns from them all.
+    """
 
     def __init__(self, dims: list[spaces.Dimension], greater_is_better: bool, trials: int | None,
                  seed: int, warm_start: list[dict] | None = None):
@@ -73,9 +78,10 @@ class Adaptive:
         for point in warm_start or []:
             known = {k: v for k, v in point.items() if k in self.dims and self.dims[k]._contains(
                 self.dims[k].to_internal_repr(v))}
-            if known:
-                self.study.enqueue_trial(known, skip_if_exists=True)
+            if known and known not in self.warm:
                 self.warm.append(known)
+        self.queue = list(self.warm)
+        self.sweep = CoordinateSweep(dims, greater_is_better, self.warm[0] if self.warm else None)
         self.asked = 0
 
     def ask(self, n: int) -> list[dict]:
@@ -83,6 +89,9 @@ class Adaptive:
             n = min(n, self.total - self.asked)
         configs = []
         for _ in range(max(0, n)):
+            fixed = self.queue.pop(0) if self.queue else self.sweep.propose()
+            if fixed is not None:
+                self.study.enqueue_trial(fixed)
             trial = self.study.ask(self.dims)
             config = dict(trial.params)
             self.pending[id(config)] = trial
@@ -94,7 +103,9 @@ class Adaptive:
         from optuna.trial import TrialState
 
         trial = self.pending.pop(id(config))
-        if value is None or math.isnan(value):
+        failed = value is None or math.isnan(value)
+        self.sweep.tell(config, None if failed else value)
+        if failed:
             self.study.tell(trial, state=TrialState.FAIL)
         else:
             self.study.tell(trial, value)

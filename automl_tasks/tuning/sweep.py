@@ -1,0 +1,109 @@
+"""The adaptive search's start-up: a greedy sweep along each axis of the space.
+
+TPE starts from uniform random draws, which almost never land on a range's ends, and the
+best boosting configs often sit there (fewest leaves, largest step, most regularisation:
+bench/RESULTS.md, "Adaptive search"). So the search first moves one axis at a time:
+
+  cold   from the box's centre to each axis's two bounds;
+  warm   from the warm-start point (last month's best), a quarter of each range either way.
+
+Each move starts from the best config known when it is proposed, so gains add up axis by
+axis; once every move is scored, one last point combines each axis's best gaining move.
+Every point is a real trial that TPE learns from afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+from automl_tasks.tuning.space import Dimension
+
+WARM_STEP = 0.25   # share of a range (of its log for log ranges) a warm sweep moves either way
+
+
+def centre(d: Dimension):
+    if d.kind == "choice":
+        return d.choices[0]
+    if d.kind == "log":
+        return math.sqrt(d.low * d.high)
+    middle = (d.low + d.high) / 2
+    return int(round(middle)) if d.kind == "int" else middle
+
+
+def moves(d: Dimension, base, warm: bool) -> list:
+    """The values axis `d` is moved to from `base` (never `base` itself)."""
+    if d.kind == "choice":
+        return [c for c in d.choices if c != base]
+    if not warm:
+        values = [d.low, d.high]
+    elif d.kind == "log":
+        span = WARM_STEP * math.log(d.high / d.low)
+        values = [min(d.high, max(d.low, base * math.exp(s * span))) for s in (-1, 1)]
+    else:
+        span = WARM_STEP * (d.high - d.low)
+        values = [min(d.high, max(d.low, base + s * span)) for s in (-1, 1)]
+    if d.kind == "int":
+        values = [int(round(v)) for v in values]
+    out = []
+    for v in values:
+        if v != base and v not in out:
+            out.append(v)
+    return out
+
+
+def _key(config: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in config.items()))
+
+
+class CoordinateSweep:
+    """Proposes the start-up configs; `tell` it every result (of any config the search ran)."""
+
+    def __init__(self, dims: list[Dimension], greater_is_better: bool, warm: dict | None = None):
+        self.sign = 1.0 if greater_is_better else -1.0
+        base = {d.name: centre(d) for d in dims}
+        base.update(warm or {})
+        self.start = None if warm else base          # a warm point is proposed by its caller
+        self.moves = [(d.name, v) for d in dims for v in moves(d, base[d.name], warm is not None)]
+        self.values: dict[tuple, float | None] = {}   # told configs: metric (None: failed)
+        self.best: tuple[float, dict] | None = None
+        self.parents: dict[tuple, tuple[str, tuple]] = {}   # move's key -> (axis, parent's key)
+        self.gains: dict[str, tuple[float, object]] = {}    # axis -> (best gain, its value)
+        self.proposed: set[tuple] = set()
+        self.combined = False
+        self.base = base
+
+    def propose(self) -> dict | None:
+        """The next start-up config, or None: the sweep is over, or waits for results."""
+        if self.start is not None:
+            config, self.start = self.start, None
+            return self._mark(config)
+        incumbent = self.best[1] if self.best else self.base
+        while self.moves:
+            axis, value = self.moves.pop(0)
+            config = {**incumbent, axis: value}
+            if _key(config) not in self.proposed:
+                self.parents[_key(config)] = (axis, _key(incumbent))
+                return self._mark(config)
+        if self.combined or any(key not in self.values for key in self.proposed):
+            return None
+        self.combined = True
+        config = {**incumbent, **{axis: value for axis, (_, value) in self.gains.items()}}
+        return None if _key(config) in self.proposed else self._mark(config)
+
+    def tell(self, config: dict, value: float | None) -> None:
+        key = _key(config)
+        self.values[key] = value
+        if value is None:
+            return
+        if self.best is None or self.sign * (value - self.best[0]) > 0:
+            self.best = (value, dict(config))
+        if key in self.parents:
+            axis, parent = self.parents[key]
+            before = self.values.get(parent)
+            gain = None if before is None else self.sign * (value - before)
+            if gain is not None and gain > 0 and gain > self.gains.get(axis, (0.0, None))[0]:
+                self.gains[axis] = (gain, config[axis])
+
+    def _mark(self, config: dict) -> dict:
+        self.proposed.add(_key(config))
+        return config
