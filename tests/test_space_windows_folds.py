@@ -1,6 +1,8 @@
 """Pure parts of tuning: spaces, month windows, validation folds."""
 
+import itertools
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from automl_tasks.errors import DataError
 from automl_tasks.spec import ValidationSpec
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.search import Adaptive
-from automl_tasks.tuning.sweep import CoordinateSweep
+from automl_tasks.tuning.sweep import CoordinateSweep, ends
 from automl_tasks.tuning.validation import make_folds
 
 
@@ -65,19 +67,28 @@ CORNER_SPACE = {"num_leaves": {"int": [4, 64]}, "learning_rate": {"log": [0.01, 
                 "subsample": {"uniform": [0.5, 1.0]}, "booster": {"choice": ["dart", "gbdt"]}}
 
 
-def test_cold_sweep_starts_at_the_centre_and_moves_each_axis_to_its_bounds():
-    dims = spaces.parse_space("lightgbm", CORNER_SPACE)
+def test_cold_sweep_tries_the_centre_every_pair_of_ends_then_moves_from_the_best():
+    dims = spaces.parse_space("lightgbm", {**CORNER_SPACE, "max_bin": 255})
     sweep = CoordinateSweep(dims, greater_is_better=True)
     centre = sweep.propose()
     assert centre == {"num_leaves": 34, "learning_rate": pytest.approx(math.sqrt(0.003)),
-                      "subsample": 0.75, "booster": "dart"}
-    sweep.tell(centre, _corner_optimum(centre))
-    low, high = sweep.propose(), sweep.propose()
-    assert (low["num_leaves"], high["num_leaves"]) == (4, 64)
-    for config in (low, high):
+                      "subsample": 0.75, "booster": "dart", "max_bin": 255}
+    design = [sweep.propose() for _ in range(8)]
+    assert all(c["max_bin"] == 255 for c in design)
+    for a, b in itertools.combinations(CORNER_SPACE, 2):   # an orthogonal array over the ends
+        pairs = Counter((c[a], c[b]) for c in design)
+        assert len(pairs) == 4 and set(pairs.values()) == {2}, (a, b, pairs)
+    assert sweep.propose() is None          # the moves wait for the whole design's results
+    for config in [centre, *design]:
         sweep.tell(config, _corner_optimum(config))
-    # The next axis moves from the best config so far: 4 leaves.
-    assert sweep.propose() == {**centre, "num_leaves": 4, "learning_rate": 0.01}
+    best = max(design, key=_corner_optimum)
+    move = sweep.propose()
+    changed = [k for k in move if move[k] != best[k]]
+    assert len(changed) == 1 and move[changed[0]] in spaces_ends(dims, changed[0])
+
+
+def spaces_ends(dims, name):
+    return next(ends(d) for d in dims if d.name == name)
 
 
 def test_warm_sweep_steps_a_quarter_of_each_range_around_the_warm_point():
@@ -99,7 +110,7 @@ def test_adaptive_reaches_a_corner_optimum_in_one_sweep(slots):
     dims = spaces.parse_space("lightgbm", CORNER_SPACE)
     search = Adaptive(dims, greater_is_better=True, trials=None, seed=0)
     waves, told = [search.ask(slots)], []
-    while len(told) < 15:   # 1 centre + 7 moves + 1 combination, and the waves in flight
+    while len(told) < 18:   # centre, 8-run design, moves, a combination, and the waves in flight
         waves.append(search.ask(slots))
         for config in waves.pop(0):
             search.tell(config, _corner_optimum(config))

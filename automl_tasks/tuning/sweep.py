@@ -1,11 +1,16 @@
-"""The adaptive search's start-up: a greedy sweep along each axis of the space.
+"""The adaptive search's start-up: a design over the ranges' ends, then a greedy axis sweep.
 
 TPE starts from uniform random draws, which almost never land on a range's ends, and the
 best boosting configs often sit there (fewest leaves, largest step, most regularisation:
-bench/RESULTS.md, "Adaptive search"). So the search first moves one axis at a time:
+bench/RESULTS.md, "Adaptive search"), often on a ridge across two axes (few leaves want a
+large step, many leaves a small one). So the search starts:
 
-  cold   from the box's centre to each axis's two bounds;
-  warm   from the warm-start point (last month's best), a quarter of each range either way.
+  cold   with the box's centre and a two-level orthogonal array over each axis's ends (8 runs
+         for up to 7 axes): every pair of axes meets all four combinations of its ends, so
+         a ridge's good corner is among them; then, from the best of those, each axis is
+         moved to its other end, one axis at a time;
+  warm   with the warm-start point (last month's best), then each axis a quarter of its
+         range either way.
 
 Each move starts from the best config known when it is proposed, so gains add up axis by
 axis; once every move is scored, one last point combines each axis's best gaining move.
@@ -51,6 +56,24 @@ def moves(d: Dimension, base, warm: bool) -> list:
     return out
 
 
+def ends(d: Dimension) -> tuple:
+    if d.kind == "choice":
+        return d.choices[0], d.choices[-1]
+    if d.kind == "int":
+        return int(d.low), int(d.high)
+    return d.low, d.high
+
+
+def orthogonal_array(dims: list[Dimension]) -> list[dict]:
+    """Configs at the axes' ends from the columns of a Sylvester-Hadamard matrix: n runs, n the
+    smallest power of two above the number of axes; every two axes see each pair of ends n/4 times."""
+    n = 2 ** math.ceil(math.log2(len(dims) + 1))
+    rows = [[1]]
+    while len(rows) < n:
+        rows = [r + r for r in rows] + [r + [-x for x in r] for r in rows]
+    return [{d.name: ends(d)[row[j + 1] < 0] for j, d in enumerate(dims)} for row in rows]
+
+
 def _key(config: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in config.items()))
 
@@ -62,7 +85,11 @@ class CoordinateSweep:
         self.sign = 1.0 if greater_is_better else -1.0
         base = {d.name: centre(d) for d in dims}
         base.update(warm or {})
-        self.start = None if warm else base          # a warm point is proposed by its caller
+        axes = [d for d in dims if d.kind != "choice" or len(d.choices) > 1]
+        design = [{**base, **corner} for corner in orthogonal_array(axes)] if axes else []
+        # A warm point is proposed by the caller; the sweep then moves from it.
+        self.start = [] if warm else [base] + [c for c in design if c != base]
+        self.start_keys = {_key(c) for c in self.start}
         self.moves = [(d.name, v) for d in dims for v in moves(d, base[d.name], warm is not None)]
         self.values: dict[tuple, float | None] = {}   # told configs: metric (None: failed)
         self.best: tuple[float, dict] | None = None
@@ -74,9 +101,10 @@ class CoordinateSweep:
 
     def propose(self) -> dict | None:
         """The next start-up config, or None: the sweep is over, or waits for results."""
-        if self.start is not None:
-            config, self.start = self.start, None
-            return self._mark(config)
+        if self.start:
+            return self._mark(self.start.pop(0))
+        if any(key not in self.values for key in self.start_keys):
+            return None       # the moves start from the design's best: wait for all of it
         incumbent = self.best[1] if self.best else self.base
         while self.moves:
             axis, value = self.moves.pop(0)
