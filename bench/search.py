@@ -3,6 +3,7 @@
     nice -n 10 .venv/bin/python bench/search.py [--rows 30000] [--seeds 2] [--algorithms xgboost lightgbm]
         [--adaptive-fraction 0.2] [--skip-flaml] [--skip-warm] [--skip-grid]
         [--warm-rows-per-month 4000] [--warm-trials 24] [--warm-seeds 2] [--ref HEAD] [--json FILE]
+        [--grid-from-json EARLIER.json]     # part 1's grids measured by an earlier run, same --rows
     .venv/bin/python bench/search.py --from-json FILE        # re-print an earlier run's tables
 
 Issue 3 items 3 and 4. Everything goes through the public API, `tune()`, with a fresh
@@ -253,10 +254,18 @@ def part_grid(spark, data: Path, algorithm: str, args, out: dict, save) -> dict:
     from automl_tasks.data.prepare import prepare
     from automl_tasks.tuning.validation import make_folds
 
-    say(f"{algorithm}: grid of {_grid_size(algorithm)} points")
-    grid = run_tune(spark, synthetic_spec(data, algorithm, "grid"), MONTH, algorithm)
+    if args.grid_from_json:
+        earlier = json.loads(args.grid_from_json.read_text())
+        if earlier.get("rows") != args.rows or earlier["spaces"]["grid"] != GRID:
+            raise SystemExit(f"{args.grid_from_json}: its grid ran on other data or another grid")
+        grid = {**earlier["grid"][algorithm]["grid"], "reused_from": str(args.grid_from_json),
+                "reused_load_before": earlier["grid"][algorithm]["grid"]["load_before"]}
+        say(f"{algorithm}: grid of {_grid_size(algorithm)} points, measured earlier ({args.grid_from_json})")
+    else:
+        say(f"{algorithm}: grid of {_grid_size(algorithm)} points")
+        grid = run_tune(spark, synthetic_spec(data, algorithm, "grid"), MONTH, algorithm)
+        grid["reached_own_best_at_s"] = reach_time(grid["trials"], grid["best_cv"])
     grid_best, grid_wall = grid["best_cv"], grid["search_s"]
-    grid["reached_own_best_at_s"] = reach_time(grid["trials"], grid_best)
     target = grid_best - TOLERANCE
     say(f"  grid: best {grid_best:.5f} after {grid_wall:.1f}s of search ({grid['wall_s']:.1f}s tune), "
         f"{grid['n_trials']} trials, waves {_wave_text(grid['waves'])}")
@@ -428,6 +437,8 @@ def main() -> None:
                         help="adaptive time budget as a fraction of the grid's search wall")
     parser.add_argument("--algorithms", nargs="+", default=["xgboost", "lightgbm"], choices=list(GRID))
     parser.add_argument("--skip-grid", action="store_true", help="skip part 1")
+    parser.add_argument("--grid-from-json", type=Path,
+                        help="reuse the grid runs of an earlier --json (same --rows) instead of running them")
     parser.add_argument("--skip-flaml", action="store_true")
     parser.add_argument("--skip-warm", action="store_true", help="skip part 2")
     parser.add_argument("--warm-rows-per-month", type=int, default=4000)
@@ -447,6 +458,7 @@ def main() -> None:
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-search-")).resolve()
     args.json = args.json.resolve() if args.json else None
+    args.grid_from_json = args.grid_from_json.resolve() if args.grid_from_json else None
     os.environ["AUTOML_HOME"] = str(work / "home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)     # the embedded SQLite store, as `make demo`
     os.environ.setdefault("SPARK_MASTER", f"local[{os.cpu_count()}]")
