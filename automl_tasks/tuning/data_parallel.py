@@ -112,14 +112,15 @@ def _fit_xgboost(window: SparkWindow, task: str, params: dict, rows, categorical
 
     from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
-    # Its INFO lines (params, every boosting round's training loss) would drown the progress output.
+    # Its INFO lines (params) and, in every worker, each boosting round's training loss
+    # (`verbose`, on by default) would drown the progress output.
     logging.getLogger("XGBoost-PySpark").setLevel(logging.WARNING)
     cats = set(categorical)
     types = ["c" if i in cats else "q" for i in range(window.n_features)]
     params = {"n_estimators": 100, "random_state": seed, "tree_method": "hist", **params}
     cls = SparkXGBRegressor if task == "regression" else SparkXGBClassifier
     estimator = cls(features_col=window.features, label_col=LABEL, num_workers=window.workers,
-                    feature_types=types, **params)
+                    feature_types=types, verbose=False, **params)
     try:
         model = estimator.fit(rows)
     except Exception as exc:
