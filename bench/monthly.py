@@ -298,18 +298,22 @@ class Sampler(threading.Thread):
         self.peak_self = self.peak_tree = 0
         self.step = "start"
         self.peak_by_step: dict[str, int] = {}
+        self.peak_by_kind: dict[str, int] = {}
         self.stop_event = threading.Event()
 
     def sample(self) -> None:
         rss_self = self.me.memory_info().rss
-        tree = rss_self
+        kinds = {"driver": rss_self, "jvm": 0, "python_workers": 0, "other": 0}
         for child in self.me.children(recursive=True):
             try:
-                tree += child.memory_info().rss
+                kinds[_kind(child)] += child.memory_info().rss
             except self.psutil.Error:
                 pass
+        tree = sum(kinds.values())
         self.peak_self, self.peak_tree = max(self.peak_self, rss_self), max(self.peak_tree, tree)
         self.peak_by_step[self.step] = max(self.peak_by_step.get(self.step, 0), tree)
+        for kind, rss in kinds.items():   # each kind's own peak (they need not coincide)
+            self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), rss)
 
     def run(self) -> None:
         while not self.stop_event.wait(0.2):
@@ -328,6 +332,17 @@ class Sampler(threading.Thread):
             except self.psutil.Error:
                 pass
         return out
+
+
+def _kind(proc) -> str:
+    """Which part of a local Spark run a child process is: the JVM (driver and executors in
+    one, local mode) or a PySpark worker (the executors' Python side, trials run there)."""
+    name = proc.name()
+    if name == "java":
+        return "jvm"
+    if name.startswith("python") and any("pyspark" in a for a in proc.cmdline()):
+        return "python_workers"
+    return "other"
 
 
 def child_month(spec_path: str, month: str, out_path: str) -> None:

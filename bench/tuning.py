@@ -2,6 +2,9 @@
 
     nice -n 10 .venv/bin/python bench/tuning.py [--rows 200000] [--repeats 2]
         [--algorithms xgboost lightgbm] [--skip-crossvalidator] [--json FILE]
+    # item 7's memory run: 2M rows, where `training: auto` picks the data-parallel path
+    nice -n 10 .venv/bin/python bench/tuning.py --rows 2000000 --methods ours --repeats 1 \
+        --values-per-axis 2 --json FILE
 
 One process, side by side, on the same data (ROWS x 30: 26 numeric and 4 string
 categorical columns, binary label), the same 16-point grid and 3-fold CV:
@@ -19,8 +22,8 @@ categorical columns, binary label), the same 16-point grid and 3-fold CV:
 
 Methods run interleaved in each repeat (ours, floor, gridsearch, crossval), so a load
 spike from the shared machine hits all of them; medians and minima are reported, with
-peak RSS of the whole process tree (driver, JVM, Python workers) per method. Nothing
-here asserts a time.
+peak RSS of the whole process tree (driver, JVM, Python workers) per method, and each
+part's own peak (`peak_rss_mib_by_kind`). Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -93,6 +96,15 @@ def grid_points(algorithm: str) -> list[dict]:
     return [dict(p, n_estimators=N_ESTIMATORS) for p in ParameterGrid(GRIDS[algorithm])]
 
 
+def smaller_grids(values_per_axis: int) -> None:
+    """Keep the middle `values_per_axis` values of each axis (the memory run: its footprint does
+    not depend on how many points are fitted one after the other)."""
+    for grid in GRIDS.values():
+        for axis, values in grid.items():
+            start = (len(values) - values_per_axis) // 2
+            grid[axis] = values[start:start + values_per_axis]
+
+
 # ---------------------------------------------------------------- methods
 
 def run_ours(spark, spec) -> dict:
@@ -101,7 +113,7 @@ def run_ours(spark, spec) -> dict:
     summary = tune(spec, spark=spark, progress=lambda line: None)
     best = summary["best"]
     return {"best_params": _grid_params(best["params"], spec), "best_cv": best["value"],
-            "fit_seconds": summary["fit_seconds"]}
+            "fit_seconds": summary["fit_seconds"], "training_path": summary["training_path"]}
 
 
 def encoded(spark, spec):
@@ -189,14 +201,16 @@ def _grid_params(params: dict, spec=None) -> dict:
 
 def timed(name: str, fn, out: dict, sampler) -> None:
     load = os.getloadavg()[0]
-    sampler.peak_tree = 0
+    sampler.peak_tree, sampler.peak_by_kind = 0, {}
     sampler.sample()
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start
     sampler.sample()
     out.setdefault(name, []).append({**result, "seconds": round(seconds, 2), "load_before": round(load, 2),
-                                     "peak_rss_mib": round(sampler.peak_tree / 2**20)})
+                                     "peak_rss_mib": round(sampler.peak_tree / 2**20),
+                                     "peak_rss_mib_by_kind": {k: round(v / 2**20) for k, v in
+                                                              sampler.peak_by_kind.items()}})
     print(f"  {name}: {seconds:.1f} s, best {result['best_params']} cv {result['best_cv']:.4f}, "
           f"peak RSS {sampler.peak_tree / 2**30:.2f} GiB (load {load:.1f})", file=sys.stderr, flush=True)
 
@@ -224,10 +238,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
                         help="which methods to run (crossvalidator: xgboost only)")
     parser.add_argument("--skip-crossvalidator", action="store_true")
+    parser.add_argument("--values-per-axis", type=int, choices=[1, 2, 3, 4], default=4,
+                        help="grid values per axis (4: the 16-point grid; fewer for the 2M-row memory run)")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
     methods = [m for m in args.methods if not (m == "crossvalidator" and args.skip_crossvalidator)]
+    smaller_grids(args.values_per_axis)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-tuning-"))
     os.environ["AUTOML_HOME"] = str(work / "home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)     # the embedded SQLite store, as `make demo`
@@ -241,11 +258,14 @@ def main() -> None:
     spark = get_spark("bench-tuning")
     sampler = Sampler()
     sampler.start()
-    report = {"machine": machine(None), "rows": args.rows, "grid_points": 16, "folds": FOLDS,
+    report = {"machine": machine(None), "rows": args.rows, "grid_points": args.values_per_axis ** 2, "folds": FOLDS,
               "n_estimators": N_ESTIMATORS, "results": {}}
     for algorithm in args.algorithms:
         spec = spec_for(data, algorithm)
-        folds, categorical = encoded(spark, spec)
+        # The floor and GridSearchCV fit ours' arrays; ours alone collects nothing up front (at 2M
+        # rows it trains data-parallel and the window must not reach the driver).
+        if set(methods) & {"floor", "gridsearch"}:
+            folds, categorical = encoded(spark, spec)
         runs: dict[str, list[dict]] = {}
         for repeat in range(args.repeats):
             print(f"{algorithm} repeat {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
