@@ -19,8 +19,8 @@ from automl_tasks.evaluation.metrics import METRICS, is_better, orientation, wor
 from automl_tasks.spark import cancel_jobs
 from automl_tasks.spec import AlgorithmSpec
 from automl_tasks.tuning import space as spaces
-from automl_tasks.tuning.sweep import CoordinateSweep
 from automl_tasks.tuning.runner import FitContext, fits_on_driver, run_wave
+from automl_tasks.tuning.sweep import CoordinateSweep
 
 
 @dataclass
