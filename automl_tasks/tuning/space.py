@@ -100,13 +100,18 @@ def sample(dims: list[Dimension], rng: np.random.Generator) -> dict:
     return config
 
 
+def config_key(config: dict) -> tuple:
+    """A config's identity, hashable whatever its values are."""
+    return tuple(sorted((k, repr(v)) for k, v in config.items()))
+
+
 def random_configs(dims: list[Dimension], n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     configs, seen = [], set()
     # Draw until n distinct configs (a small discrete space may hold fewer: stop there).
     for _ in range(n * 20):
         config = sample(dims, rng)
-        key = tuple(sorted((k, repr(v)) for k, v in config.items()))
+        key = config_key(config)
         if key not in seen:
             seen.add(key)
             configs.append(config)

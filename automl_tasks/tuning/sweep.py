@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from automl_tasks.tuning.space import Dimension
+from automl_tasks.tuning.space import Dimension, config_key
 
 WARM_STEP = 0.25   # share of a range (of its log for log ranges) a warm sweep moves either way
 
@@ -40,7 +40,7 @@ def moves(d: Dimension, base, warm: bool) -> list:
     if d.kind == "choice":
         return [c for c in d.choices if c != base]
     if not warm:
-        values = [d.low, d.high]
+        values = list(ends(d))
     elif d.kind == "log":
         span = WARM_STEP * math.log(d.high / d.low)
         values = [min(d.high, max(d.low, base * math.exp(s * span))) for s in (-1, 1)]
@@ -74,10 +74,6 @@ def orthogonal_array(dims: list[Dimension]) -> list[dict]:
     return [{d.name: ends(d)[row[j + 1] < 0] for j, d in enumerate(dims)} for row in rows]
 
 
-def _key(config: dict) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in config.items()))
-
-
 class CoordinateSweep:
     """Proposes the start-up configs; `tell` it every result (of any config the search ran)."""
 
@@ -89,7 +85,7 @@ class CoordinateSweep:
         design = [{**base, **corner} for corner in orthogonal_array(axes)] if axes else []
         # A warm point is proposed by the caller; the sweep then moves from it.
         self.start = [] if warm else [base] + [c for c in design if c != base]
-        self.start_keys = {_key(c) for c in self.start}
+        self.start_keys = {config_key(c) for c in self.start}
         self.moves = [(d.name, v) for d in dims for v in moves(d, base[d.name], warm is not None)]
         self.values: dict[tuple, float | None] = {}   # told configs: metric (None: failed)
         self.best: tuple[float, dict] | None = None
@@ -109,17 +105,17 @@ class CoordinateSweep:
         while self.moves:
             axis, value = self.moves.pop(0)
             config = {**incumbent, axis: value}
-            if _key(config) not in self.proposed:
-                self.parents[_key(config)] = (axis, _key(incumbent))
+            if config_key(config) not in self.proposed:
+                self.parents[config_key(config)] = (axis, config_key(incumbent))
                 return self._mark(config)
         if self.combined or any(key not in self.values for key in self.proposed):
             return None
         self.combined = True
         config = {**incumbent, **{axis: value for axis, (_, value) in self.gains.items()}}
-        return None if _key(config) in self.proposed else self._mark(config)
+        return None if config_key(config) in self.proposed else self._mark(config)
 
     def tell(self, config: dict, value: float | None) -> None:
-        key = _key(config)
+        key = config_key(config)
         self.values[key] = value
         if value is None:
             return
@@ -133,5 +129,5 @@ class CoordinateSweep:
                 self.gains[axis] = (gain, config[axis])
 
     def _mark(self, config: dict) -> dict:
-        self.proposed.add(_key(config))
+        self.proposed.add(config_key(config))
         return config
