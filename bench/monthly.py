@@ -94,7 +94,7 @@ SPANS = [
     ("automl_tasks.pipelines.monthly", "load_champion"),
     ("automl_tasks.pipelines.monthly", "load_run_model"),
     ("automl_tasks.pipelines.monthly", "check_schema"),
-    ("automl_tasks.pipelines.monthly", "_holdout"),
+    ("automl_tasks.pipelines.monthly", "holdout_rows"),
     ("automl_tasks.pipelines.monthly", "champion_trend"),
     ("automl_tasks.pipelines.monthly", "tuned_candidates"),
     ("automl_tasks.pipelines.monthly", "compare_models"),

@@ -16,7 +16,7 @@ from automl_tasks.data.demo import write_specs_repo
 from automl_tasks.data.prepare import load_frame
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.pipelines.branches import _check_same_rows, _ordered, compare_branches, compare_deployments
-from automl_tasks.pipelines.monthly import _holdout
+from automl_tasks.pipelines.monthly import holdout_rows
 from automl_tasks.spec import load_spec, load_spec_at_ref
 from automl_tasks.tuning.job import tune
 from tests.support.specs import FEATURES, spec_dict
@@ -153,7 +153,7 @@ def test_specs_reading_different_data_must_hold_out_the_same_rows(tmp_path, demo
         return load_spec(path)
 
     def holdouts(specs):
-        return [_holdout(_ordered(load_frame(spark, s), specs), s, MONTH, [0, 1]) for s in specs]
+        return [holdout_rows(_ordered(load_frame(spark, s), specs), s, MONTH, [0, 1]) for s in specs]
 
     binary = SimpleNamespace(classes=[0, 1])   # what _check_same_rows reads of Prepared
     plain = spec("plain")

@@ -34,8 +34,8 @@ import numpy as np
 from automl_tasks.data.prepare import Prepared, load_frame, prepare
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
-from automl_tasks.pipelines.monthly import (PURPOSE, _aligned, _candidate_summary, _holdout,
-                                            compare_models, load_run_model, tuned_candidates)
+from automl_tasks.pipelines.monthly import (PURPOSE, align_classes, candidate_summary, compare_models,
+                                            holdout_rows, load_run_model, tuned_candidates)
 from automl_tasks.progress import to_stderr
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark
@@ -94,7 +94,7 @@ def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "ma
     _check_comparable(specs, branches, f"{spec.name}/{PURPOSE} runs")
     spark = spark or get_spark()
     prepared = [prepare(spark, s, month) for s in specs]          # every data check, before any write
-    tuned = [_candidate_summary(client, run) for run in runs]
+    tuned = [candidate_summary(client, run) for run in runs]
     return _compare_tuned(spark, client, experiment, specs, branches, prepared, tuned, month, progress,
                           dag_run_id)
 
@@ -189,9 +189,9 @@ def _score_same_rows(spark, specs, prepared, tuned, month):
     classes = prepared[0].classes
     shared = _same_data(specs)
     if shared:
-        holdouts = [_holdout(load_frame(spark, specs[0]), specs[0], month, classes)]
+        holdouts = [holdout_rows(load_frame(spark, specs[0]), specs[0], month, classes)]
     else:
-        holdouts = [_holdout(_ordered(load_frame(spark, spec), specs), spec, month, prep.classes)
+        holdouts = [holdout_rows(_ordered(load_frame(spark, spec), specs), spec, month, prep.classes)
                     for spec, prep in zip(specs, prepared)]
     frames = [h[0] for h in holdouts]
     try:
@@ -201,7 +201,7 @@ def _score_same_rows(spark, specs, prepared, tuned, month):
         for frame, run in zip(frames * len(tuned) if shared else frames, tuned):
             best = run["best"]
             model = load_run_model(run["run_id"], best["algorithm"], best["model_uri"])
-            predictions.append(_aligned(model.predict(frame), model.meta, classes))
+            predictions.append(align_classes(model.predict(frame), model.meta, classes))
     finally:
         for frame in frames:
             frame.unpersist()

@@ -82,7 +82,7 @@ def check_schema(champion: ScoredModel, prepared: Prepared, month: str) -> None:
         raise DataError(f"the champion is a {champion.meta['task']} model; the spec says {prepared.spec.task}")
 
 
-def _holdout(frame, spec: ModelSpec, month: str, classes: list | None):
+def holdout_rows(frame, spec: ModelSpec, month: str, classes: list | None):
     """The month's rows, cached so every model scores them in the same order, and their labels."""
     from pyspark.sql import functions as F
 
@@ -100,7 +100,7 @@ def _holdout(frame, spec: ModelSpec, month: str, classes: list | None):
     return df, y, segments
 
 
-def _aligned(prediction: np.ndarray, meta: dict, classes: list | None) -> np.ndarray:
+def align_classes(prediction: np.ndarray, meta: dict, classes: list | None) -> np.ndarray:
     """Reorder a classifier's probability columns to `classes` (the candidate's order)."""
     if classes is None or meta["classes"] == classes:
         return prediction
@@ -165,7 +165,8 @@ def _find_run(client, experiment: str, tags: dict[str, str], *, finished: bool =
     return runs[0] if runs else None
 
 
-def _candidate_summary(client, run) -> dict:
+def candidate_summary(client, run) -> dict:
+    """A finished tuning run's leaderboard and best entry, in the shape `tuned_candidates` returns."""
     import mlflow
 
     board = json.loads(Path(mlflow.artifacts.download_artifacts(
@@ -184,7 +185,7 @@ def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepare
     if run is not None:
         progress(f"{spec.name} {month}: {tags['automl.branch']} ({tags['automl.git_commit'][:10]}): "
                  f"reusing tuning run {run.info.run_id}")
-        return _candidate_summary(client, run)
+        return candidate_summary(client, run)
     interrupted = _find_run(client, experiment, tags, parent=parent) if parent else None
     if interrupted is not None:
         progress(f"{spec.name} {month}: resuming the interrupted tuning run {interrupted.info.run_id}")
@@ -315,7 +316,7 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
 
     # 1. Drift and the champion's score on the new month.
     frame = load_frame(spark, spec)
-    holdout_df, y, segments = _holdout(frame, spec, month, prepared.classes)
+    holdout_df, y, segments = holdout_rows(frame, spec, month, prepared.classes)
     features, cats = prepared.encoding.feature_names, list(prepared.encoding.categorical)
     numeric = [f for f in features if f not in cats]
     window_df = frame.where(frame[MONTH_COL].isin(list(prepared.window.train)))
@@ -334,7 +335,7 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
                  f"({', '.join(drift.drifted_columns) or 'no column'} drifted)")
         champion_metric = None
         if champion is not None:
-            champion_pred = _aligned(champion[1].predict(holdout_df), champion[1].meta, prepared.classes)
+            champion_pred = align_classes(champion[1].predict(holdout_df), champion[1].meta, prepared.classes)
             scores = champion_scores(spec, y, champion_pred, segments)
             champion_metric = scores["overall"]
             mlflow.log_metrics({_series_key(spec.metric, k): v for k, v in scores.items()},
