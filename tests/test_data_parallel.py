@@ -14,7 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from automl_tasks.data.prepare import prepare
-from automl_tasks.errors import SpecError, TuningError
+from automl_tasks.errors import DataError, SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric
 from automl_tasks.models import adapters, lightgbm_distributed
 from automl_tasks.spec import load_spec, parse_spec
@@ -209,6 +209,41 @@ def test_tune_data_parallel_logs_the_path_records_failures_and_never_collects(
     assert "num_leaves" in failed[0].data.tags["automl.error"]
 
 
+def test_the_monthly_job_honours_the_specs_data_parallel_and_never_collects(
+        demo_dir, spark, tracking, monkeypatch):
+    from automl_tasks.data import prepare as prepare_module
+    from automl_tasks.pipelines.monthly import run_monthly
+    from automl_tasks.tuning import job
+
+    def no_collect(*args, **kwargs):
+        raise AssertionError("the monthly job collected the window to the driver")
+
+    monkeypatch.setattr(prepare_module, "to_matrix", no_collect)
+    monkeypatch.setattr(job, "stage", no_collect)
+    spec = load_spec(write_spec(demo_dir, "binary", filename="dp_monthly.yaml", name="dp_monthly",
+                                training="data_parallel", validation={"folds": 2}, algorithms={
+                                    "xgboost": {"search": "grid", "space": {"max_depth": [3]},
+                                                "fixed": {"n_estimators": 10}}}))
+    result = run_monthly(spec, MONTH, promotion_mode="auto", spark=spark, progress=lambda line: None)
+
+    assert result["decision"]["status"] == "approved" and 0.6 < result["candidates"]["xgboost"] < 1
+    tuning = MlflowClient(tracking).get_run(result["runs"]["tuning"])
+    assert tuning.data.params["training_path"] == "data_parallel"
+    assert tuning.data.tags["automl.training_reason"] == "set in the spec"
+
+
+def test_tune_refuses_a_collected_window_for_a_data_parallel_spec(demo_dir, spark, tracking):
+    from automl_tasks.tuning import job
+
+    spec = load_spec(write_spec(demo_dir, "binary", filename="dp_guard.yaml", name="dp_guard",
+                                training="data_parallel"))
+    collected = prepare(spark, spec, MONTH)
+    with pytest.raises(SpecError, match=r"spec 'dp_guard' sets training: data_parallel, but its window was "
+                                        r"handed to tune already collected as matrices"):
+        job.tune(spec, MONTH, spark=spark, progress=lambda line: None, prepared=collected)
+    assert MlflowClient(tracking).get_experiment_by_name("dp_guard/tuning") is None   # nothing written
+
+
 def test_the_session_resources_and_the_decider(spark, demo_dir):
     # conftest's local[2] session with get_spark's 4g driver: the one executor is the driver.
     have = training_path.resources(spark, 2)
@@ -216,4 +251,9 @@ def test_the_session_resources_and_the_decider(spark, demo_dir):
     spec = load_spec(write_spec(demo_dir, "binary", filename="dp_auto.yaml"))
     decide = training_path.decider(spark, spec, 2)
     assert decide(1600, 10).path == "per_trial"
-    assert decide(10_000_000, 10).path == "data_parallel"     # 915 MB > 256 MB
+    assert decide(10_000_000, 10).path == "data_parallel"     # 916 MB > 256 MB
+    ablation = training_path.per_trial_only(spark, "the ablation study", 2)
+    assert ablation(1600, 10).path == "per_trial"
+    with pytest.raises(DataError, match=r"the ablation study collects its window to the driver .* too big "
+                                        r"for that \(window 916 MB > per-trial limit 256 MB\)"):
+        ablation(10_000_000, 10)

@@ -85,6 +85,7 @@ def run_ablation(spec: ModelSpec, month: str | None = None, *, candidates: list[
     """
     from automl_tasks.data.prepare import prepare
     from automl_tasks.spark import get_spark, task_slots
+    from automl_tasks.tuning import training_path
 
     if month is not None:
         check_month(month)
@@ -104,7 +105,8 @@ def run_ablation(spec: ModelSpec, month: str | None = None, *, candidates: list[
     study_spec = _study_spec(spec, plan, direction)
     progress(f"{spec.name}: preparing the window for month {month or 'all'} "
              f"({len(plan.base)} base features, {len(plan.candidates)} candidates)")
-    prepared = prepare(spark, study_spec, month)
+    prepared = prepare(spark, study_spec, month,
+                       decide=training_path.per_trial_only(spark, "the ablation study", task_slots(spark)))
     names = prepared.encoding.feature_names
     staged, ratio = _stage_design(spark, prepared, spec, repeats, folds)
     ctx = StudyContext(staged, algorithm, spec.task, params, tuple(prepared.encoding.categorical_idx),

@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from automl_tasks.data.prepare import Prepared, load_frame, prepare
+from automl_tasks.data.prepare import Prepared, load_frame
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
 from automl_tasks.pipelines.monthly import (PURPOSE, align_classes, candidate_summary, compare_models,
@@ -40,6 +40,7 @@ from automl_tasks.progress import to_stderr
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month, load_spec_at_ref, parse_spec
+from automl_tasks.tuning.job import prepare_for_tuning
 
 # Fields that make two specs "the same model": one experiment, one metric to compare on.
 SAME_FIELDS = ("name", "task", "metric")
@@ -63,7 +64,7 @@ def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "mast
     specs = [load_spec_at_ref(repo, ref, spec_path) for ref in refs]
     _check_comparable(specs, refs, spec_path)
     spark = spark or get_spark()
-    prepared = [prepare(spark, spec, month) for spec in specs]   # every data check, before any write
+    prepared = [prepare_for_tuning(spark, spec, month) for spec in specs]   # every data check first
 
     client = tracking.client()
     experiment = tracking.experiment_id(client, specs[0], PURPOSE)
@@ -93,7 +94,8 @@ def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "ma
     specs = [_logged_spec(run) for run in runs]
     _check_comparable(specs, branches, f"{spec.name}/{PURPOSE} runs")
     spark = spark or get_spark()
-    prepared = [prepare(spark, s, month) for s in specs]          # every data check, before any write
+    # Every data check first; a window bound for data-parallel training is never collected.
+    prepared = [prepare_for_tuning(spark, s, month) for s in specs]
     tuned = [candidate_summary(client, run) for run in runs]
     return _compare_tuned(spark, client, experiment, specs, branches, prepared, tuned, month, progress,
                           dag_run_id)

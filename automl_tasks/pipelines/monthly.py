@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from automl_tasks import config
-from automl_tasks.data.prepare import LABEL_COL, Prepared, canonical_label, load_frame, prepare
+from automl_tasks.data.prepare import LABEL_COL, Prepared, canonical_label, load_frame
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.data.windows import shift_month
 from automl_tasks.errors import DataError
@@ -29,7 +29,7 @@ from automl_tasks.progress import to_stderr
 from automl_tasks.registry import promotion, tracking
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month
-from automl_tasks.tuning.job import tune
+from automl_tasks.tuning.job import prepare_for_tuning, tune
 
 PURPOSE = "monthly"
 
@@ -257,7 +257,7 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     spark = spark or get_spark()
     client = tracking.client()
     champion = load_champion(spec.name)
-    prepared = prepare(spark, spec, month)                     # every data check, before any write
+    prepared = prepare_for_tuning(spark, spec, month)          # every data check, before any write
     if champion is not None:
         check_schema(champion[1], prepared, month)
     experiment = tracking.experiment_id(client, spec, PURPOSE)

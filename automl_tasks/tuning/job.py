@@ -31,6 +31,14 @@ from automl_tasks.tuning.search import TrialResult, lift, run_search
 from automl_tasks.tuning.validation import make_folds
 
 
+def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: int | None = None) -> Prepared:
+    """`prepare` with the training path decided from the window's size and the spec's
+    `training`: a window bound for the data-parallel path stays on Spark, never collected.
+    Every caller that checks the data first and then hands `tune` the window uses this."""
+    slots = slots or task_slots(spark)
+    return prepare(spark, spec, month, decide=training_path.decider(spark, spec, slots))
+
+
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
          spark=None, progress: Callable[[str], None] = to_stderr, purpose: str = "tuning",
          warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None,
@@ -57,7 +65,7 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     slots = task_slots(spark)
     if prepared is None:
         progress(f"{spec.name}: reading {spec.data.source} for month {month or 'all'}")
-        prepared = prepare(spark, spec, month, decide=training_path.decider(spark, spec, slots))
+        prepared = prepare_for_tuning(spark, spec, month, slots)
     decision = prepared.training or training_path.caller_prepared(
         spark, spec, slots, len(prepared.train.y), len(prepared.encoding.feature_names))
     if prepared.frames is None:

@@ -137,8 +137,34 @@ def decider(spark, spec, slots: int):
     return decide
 
 
+def per_trial_only(spark, who: str, slots: int):
+    """`prepare`'s `decide` for a job that has no data-parallel path (the ablation study): the
+    auto rule, with a DataError, before anything is collected, where it would choose data_parallel."""
+    from automl_tasks.errors import DataError
+
+    have = resources(spark, slots)
+
+    def decide(rows: int, n_features: int) -> Decision:
+        decision = choose("auto", window_bytes(rows, n_features), have.slot_bytes, have.driver_bytes)
+        if decision.path == "data_parallel":
+            raise DataError(f"{who} collects its window to the driver and copies it into every task slot, "
+                            f"and this window is too big for that ({decision.reason}); give the driver and "
+                            "executors more memory (spark.driver.memory, spark.executor.memory) or shorten "
+                            "window.train_months")
+        return decision
+    return decide
+
+
 def caller_prepared(spark, spec, slots: int, rows: int, n_features: int) -> Decision:
-    """The decision when a caller handed `tune` a window it had already collected (matrices)."""
+    """The decision when a caller handed `tune` a window it had already collected (matrices).
+
+    A spec that asks for data_parallel is refused rather than trained per trial against its
+    word: its window is to be prepared by `tuning.job.prepare_for_tuning`."""
+    from automl_tasks.errors import SpecError
+
+    if spec.training == "data_parallel":
+        raise SpecError(f"spec {spec.name!r} sets training: data_parallel, but its window was handed to "
+                        "tune already collected as matrices; prepare it with tuning.job.prepare_for_tuning")
     have = resources(spark, slots)
     return Decision("per_trial", spec.training, "the caller prepared the window as matrices",
                     window_bytes(rows, n_features), have.slot_bytes, have.driver_bytes)
