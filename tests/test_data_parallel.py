@@ -166,23 +166,32 @@ def test_a_failing_barrier_task_fails_the_fit_fast_with_the_cause(spark):
 
 # --- a whole tuning on the data-parallel path ------------------------------------------------
 
-def test_tune_data_parallel_logs_the_path_records_failures_and_never_collects(
-        demo_dir, spark, tracking, monkeypatch):
+@pytest.fixture
+def never_collect(monkeypatch):
+    """The two ways the window reaches the driver on the per-trial path, made to fail."""
     from automl_tasks.data import prepare as prepare_module
     from automl_tasks.tuning import job
 
     def no_collect(*args, **kwargs):
         raise AssertionError("the data-parallel path collected the window to the driver")
 
-    # The two ways the window reaches the driver on the per-trial path.
     monkeypatch.setattr(prepare_module, "to_matrix", no_collect)
     monkeypatch.setattr(job, "stage", no_collect)
-    spec = load_spec(write_spec(demo_dir, "binary", filename="dp_tune.yaml", name="dp_test",
-                                training="data_parallel", validation={"folds": 2}, algorithms={
-                                    "xgboost": {"search": "grid", "space": {"max_depth": [3]},
-                                                "fixed": {"n_estimators": 10}},
-                                    "lightgbm": {"search": "grid", "fixed": {"n_estimators": 10},
-                                                 "space": {"num_leaves": [1, 7]}}}))
+
+
+def data_parallel_spec(demo_dir, name: str, **algorithms):
+    xgboost = {"search": "grid", "space": {"max_depth": [3]}, "fixed": {"n_estimators": 10}}
+    return load_spec(write_spec(demo_dir, "binary", filename=f"{name}.yaml", name=name,
+                                training="data_parallel", validation={"folds": 2},
+                                algorithms={"xgboost": xgboost, **algorithms}))
+
+
+def test_tune_data_parallel_logs_the_path_records_failures_and_never_collects(
+        demo_dir, spark, tracking, never_collect):
+    from automl_tasks.tuning import job
+
+    spec = data_parallel_spec(demo_dir, "dp_test", lightgbm={
+        "search": "grid", "fixed": {"n_estimators": 10}, "space": {"num_leaves": [1, 7]}})
     lines = []
     summary = job.tune(spec, MONTH, spark=spark, progress=lines.append)
 
@@ -210,20 +219,10 @@ def test_tune_data_parallel_logs_the_path_records_failures_and_never_collects(
 
 
 def test_the_monthly_job_honours_the_specs_data_parallel_and_never_collects(
-        demo_dir, spark, tracking, monkeypatch):
-    from automl_tasks.data import prepare as prepare_module
+        demo_dir, spark, tracking, never_collect):
     from automl_tasks.pipelines.monthly import run_monthly
-    from automl_tasks.tuning import job
 
-    def no_collect(*args, **kwargs):
-        raise AssertionError("the monthly job collected the window to the driver")
-
-    monkeypatch.setattr(prepare_module, "to_matrix", no_collect)
-    monkeypatch.setattr(job, "stage", no_collect)
-    spec = load_spec(write_spec(demo_dir, "binary", filename="dp_monthly.yaml", name="dp_monthly",
-                                training="data_parallel", validation={"folds": 2}, algorithms={
-                                    "xgboost": {"search": "grid", "space": {"max_depth": [3]},
-                                                "fixed": {"n_estimators": 10}}}))
+    spec = data_parallel_spec(demo_dir, "dp_monthly")
     result = run_monthly(spec, MONTH, promotion_mode="auto", spark=spark, progress=lambda line: None)
 
     assert result["decision"]["status"] == "approved" and 0.6 < result["candidates"]["xgboost"] < 1
