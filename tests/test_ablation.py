@@ -200,8 +200,9 @@ def test_settled_candidates_and_drop_one_through_the_cli(spark, tracking, demo_d
     assert dropped["direction"] == "drop" and all(r["delta"] is not None for r in dropped["results"])
 
 
-@pytest.mark.parametrize("case", ["unknown", "key", "multiply", "base", "no_candidates"])
-def test_bad_input_is_refused_before_anything_reaches_mlflow(spark, tracking, demo_dir, tmp_path, case):
+@pytest.mark.parametrize("case", ["unknown", "key", "multiply", "base", "no_candidates", "too_big"])
+def test_bad_input_is_refused_before_anything_reaches_mlflow(spark, tracking, demo_dir, tmp_path, case,
+                                                             monkeypatch):
     name = f"ablation_bad_{case}"
     spec = _spec(tmp_path, demo_dir, name)
     bureau = str(demo_dir / "bureau.parquet")
@@ -213,7 +214,14 @@ def test_bad_input_is_refused_before_anything_reaches_mlflow(spark, tracking, de
                      DataError, "would multiply rows: key {'id': 1}"),
         "base": ({"candidates": ["income"]}, SpecError, "candidate 'income' is already a base feature"),
         "no_candidates": ({}, SpecError, "no candidate features"),
+        "too_big": ({"candidates": ["bureau_score"], "tables": [{"source": bureau, "on": "id"}]}, DataError,
+                    r"the ablation study collects its window to the driver .* too big for that"),
     }[case]
+    if case == "too_big":   # a 1 KiB driver and slot: the demo window no longer fits
+        from automl_tasks.tuning import training_path
+
+        tiny = training_path.Resources(slot_bytes=1024, driver_bytes=1024, slots=2)
+        monkeypatch.setattr(training_path, "resources", lambda spark, slots: tiny)
     if case == "multiply":
         pd.DataFrame({"id": [1, 1, 2], "extra": [1.0, 2.0, 3.0]}).to_parquet(tmp_path / "dupes.parquet")
     with pytest.raises(error, match=match):

@@ -162,7 +162,10 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_bad_input_is_one_specific_error_and_writes_nothing(spark, tracking, poc_data, tmp_path, capsys):
+def test_bad_input_is_one_specific_error_and_writes_nothing(spark, tracking, poc_data, tmp_path, capsys,
+                                                           monkeypatch):
+    from automl_tasks.tuning import training_path
+
     frame = churn_frame(100)
     write_csv(frame.assign(churn=1), poc_data / "flat_train.csv")
     write_csv(frame.drop(columns=["plan"]), poc_data / "narrow_test.csv")
@@ -186,6 +189,12 @@ def test_bad_input_is_one_specific_error_and_writes_nothing(spark, tracking, poc
         assert out == ""
         lines = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(lines) == 1 and re.search(message, lines[0]), (args, lines)
+    # A window the driver cannot hold (a 1 KiB driver here): refused before it is collected.
+    tiny = training_path.Resources(slot_bytes=1024, driver_bytes=1024, slots=2)
+    monkeypatch.setattr(training_path, "resources", lambda spark, slots: tiny)
+    code, out, err = run_cli(["poc", "--data", train, "--label", "churn", "--name", "bad_input"], capsys)
+    assert code == 2 and re.search(r"error: the PoC collects its window to the driver .* too big for that "
+                                   r"\(window 0 MB > per-trial limit 0 MB\); give the driver", err), err[-2000:]
     client = MlflowClient(tracking)
     assert client.get_experiment_by_name("bad_input/poc") is None
     assert not (Path(os.environ["AUTOML_HOME"]) / "poc").exists()

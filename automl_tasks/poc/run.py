@@ -83,18 +83,19 @@ def run_poc(request: PocRequest, *, roots: list | None = None, spark=None,
 def _checked_run(spark, request: PocRequest, budget: Budget, roots, progress, dag_run_id) -> dict:
     from automl_tasks.data.prepare import prepare
     from automl_tasks.spark import task_slots
+    from automl_tasks.tuning import training_path
     from automl_tasks.tuning.validation import make_folds
 
     plan = resolve(spark, request, roots if roots is not None else config.data_roots())
     spec = plan.spec
     progress(f"{spec.name}: {plan.task_note}; metric {spec.metric}; algorithms {', '.join(spec.algorithms)}; "
              f"budget {budget.total_s:g}s")
-    prepared = prepare(spark, spec)
+    slots = task_slots(spark)
+    prepared = prepare(spark, spec, decide=training_path.per_trial_only(spark, "the PoC", slots))
     if plan.test_df is not None:
         check_test_labels(plan.test_df, spec, prepared.classes)
     folds = make_folds(prepared.train, None, spec.validation, spec.task, prepared.window.train,
                        seed=spec.seed, classes=prepared.classes)
-    slots = task_slots(spark)
     timings = {"checks": round(budget.elapsed(), 2)}       # Spark start and imports included
     exploration = explore(spark, plan, prepared, slots, progress)
     timings["exploration"] = round(budget.elapsed() - timings["checks"], 2)

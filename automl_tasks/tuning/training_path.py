@@ -138,8 +138,8 @@ def decider(spark, spec, slots: int):
 
 
 def per_trial_only(spark, who: str, slots: int):
-    """`prepare`'s `decide` for a job that has no data-parallel path (the ablation study): the
-    auto rule, with a DataError, before anything is collected, where it would choose data_parallel."""
+    """`prepare`'s `decide` for a job that has no data-parallel path (the ablation study, the PoC):
+    the auto rule, with a DataError, before anything is collected, where it would choose data_parallel."""
     from automl_tasks.errors import DataError
 
     have = resources(spark, slots)
@@ -149,8 +149,8 @@ def per_trial_only(spark, who: str, slots: int):
         if decision.path == "data_parallel":
             raise DataError(f"{who} collects its window to the driver and copies it into every task slot, "
                             f"and this window is too big for that ({decision.reason}); give the driver and "
-                            "executors more memory (spark.driver.memory, spark.executor.memory) or shorten "
-                            "window.train_months")
+                            "executors more memory (spark.driver.memory, spark.executor.memory) or train on "
+                            "fewer rows (a shorter window.train_months, a sample of the file)")
         return decision
     return decide
 
