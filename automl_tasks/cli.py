@@ -31,7 +31,7 @@ def _cmd_monthly(args) -> dict:
     from automl_tasks.pipelines.monthly import run_monthly
     from automl_tasks.spec import load_spec
 
-    return run_monthly(load_spec(args.spec), args.month, promotion_mode=args.promotion)
+    return run_monthly(load_spec(args.spec), args.month, promotion_mode=args.promotion, wait_s=args.wait)
 
 
 def _cmd_compare_branches(args) -> dict:
@@ -50,13 +50,38 @@ def _cmd_compare_deployments(args) -> dict:
 def _cmd_decisions(args) -> dict:
     from automl_tasks.registry import promotion
 
+    promotion.require_model(args.model)
     history = [d.to_dict() for d in promotion.decision_history(args.model)]
     return {"model": args.model, "champion": promotion.current_champion(args.model), "decisions": history}
+
+
+def _cmd_decide(args) -> dict:
+    """A person's answer to a pending decision, with the same checks as the Airflow approval."""
+    import getpass
+
+    from automl_tasks.errors import AutomlError
+    from automl_tasks.registry import promotion
+
+    if not args.reason.strip():
+        raise AutomlError("--reason must say why (it is recorded with the decision)")
+    promotion.require_model(args.model)
+    user = getpass.getuser()
+    decision = promotion.decide(args.model, args.version, approve=args.approve, decided_by=f"user:{user}",
+                                reasons=[f"{user} (CLI): {args.reason.strip()}"])
+    return {**decision.to_dict(), "champion": promotion.current_champion(args.model)}
+
+
+def _show_decide(result: dict) -> None:
+    print(f"{result['model']} v{result['version']} for {result['month']}: {result['status']} by "
+          f"{result['decided_by']}; champion: v{result['champion']}")
 
 
 def _cmd_history(args) -> dict:
     from automl_tasks.pipelines.monthly import history
 
+    from automl_tasks.registry.promotion import require_model
+
+    require_model(args.model)
     rows = history(args.model)
     return {"model": args.model, "metric": rows[0]["metric"] if rows else None, "months": rows}
 
@@ -196,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     monthly.add_argument("--month", required=True, help="the month to monitor and hold out, YYYY-MM")
     monthly.add_argument("--promotion", choices=["auto", "manual", "shadow"],
                          help="override the spec's promotion.mode")
+    monthly.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="if another run of this month is going, wait up to this long for it "
+                              "(default 0: exit at once, naming it)")
     monthly.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     monthly.set_defaults(run=_cmd_monthly)
 
@@ -221,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--model", required=True, help="registered model name (the spec's name)")
     decisions.add_argument("--json", action="store_true")
     decisions.set_defaults(run=_cmd_decisions, show=_show_decisions)
+
+    decide = sub.add_parser("decide", help="approve or reject a pending promotion decision (as Airflow's "
+                                           "approval does: only against the champion it was measured on)")
+    decide.add_argument("--model", required=True, help="registered model name (the spec's name)")
+    decide.add_argument("--version", required=True, help="the challenger's model version")
+    answer = decide.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--approve", action="store_true", help="make it champion")
+    answer.add_argument("--reject", action="store_true", help="keep the champion")
+    decide.add_argument("--reason", required=True, help="why (recorded with your user name)")
+    decide.add_argument("--json", action="store_true")
+    decide.set_defaults(run=_cmd_decide, show=_show_decide)
 
     hist = sub.add_parser("history", help="month by month: champion score, drift, challenger, decision")
     hist.add_argument("--model", required=True, help="registered model name (the spec's name)")

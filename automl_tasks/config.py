@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 from automl_tasks.errors import ConfigError
 
 
-def home() -> Path:
+def home(create: bool = True) -> Path:
     """AUTOML_HOME, default `.automl_home` in the working directory."""
     path = Path(os.environ.get("AUTOML_HOME", ".automl_home")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -28,9 +29,18 @@ def url_setting(var: str) -> str | None:
     return url
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, default a SQLite store under the home folder."""
-    return url_setting("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+def tracking_uri(create: bool = True) -> str:
+    """MLFLOW_TRACKING_URI, default a SQLite store under the home folder (made unless not `create`)."""
+    return url_setting("MLFLOW_TRACKING_URI") or f"sqlite:///{home(create) / 'mlflow.db'}"
+
+
+def store_missing() -> str | None:
+    """The path of a local SQLite store that does not exist yet (reading it would create it)."""
+    uri = tracking_uri(create=False)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        return None if path.exists() else str(path)
+    return None
 
 
 def local_artifact_root() -> Path | None:

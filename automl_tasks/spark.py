@@ -21,7 +21,9 @@ def get_spark(app_name: str = "automl_tasks"):
         return active
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
-        return SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+        # Months are computed in UTC (data/sources.py `with_month`), whatever the server's default.
+        return (SparkSession.builder.remote(remote).appName(app_name)
+                .config("spark.sql.session.timeZone", "UTC").getOrCreate())
     master = os.environ.get("SPARK_MASTER", "local[*]")
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.sql.session.timeZone", "UTC")

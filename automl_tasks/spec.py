@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,14 @@ class JoinSpec(_Strict):
     timestamp: str | None = None      # the data's time column as_of is compared with (default data.timestamp)
 
 
+class CsvSpec(_Strict):
+    """How CSV sources are read (data.csv)."""
+    sep: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    encoding: str = "UTF-8"
+    header: bool = True
+
+
 class DataSpec(_Strict):
     source: str
     label: str
@@ -43,11 +52,32 @@ class DataSpec(_Strict):
     id: str | None = None
     join: list[JoinSpec] = []
     format: Literal["parquet", "csv"] | None = None  # inferred from the path when omitted
+    csv: CsvSpec = CsvSpec()
+    timezone: str = "UTC"             # the zone whose calendar months the timestamps fall in
+    # Two rows with one id in the month being evaluated: an error, or a warning with counts.
+    duplicate_ids: Literal["error", "warn"] = "error"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        # The IANA names (Python's tz database); Spark's JVM knows the same ones.
+        if value not in zoneinfo.available_timezones():
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC, "
+                             "Europe/Paris or America/New_York")
+        return value
 
     @model_validator(mode="after")
     def _one_time_column(self):
         if self.timestamp and self.month_column:
             raise ValueError("give either data.timestamp or data.month_column, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _label_has_its_own_column(self):
+        for field in ("timestamp", "month_column", "id"):
+            if getattr(self, field) == self.label:
+                raise ValueError(f"data.label and data.{field} are both {self.label!r}; "
+                                 "the label needs a column of its own")
         return self
 
 
@@ -93,10 +123,13 @@ class AlgorithmSpec(_Strict):
 
 
 class PromotionSpec(_Strict):
+    """The evidence gates (registry/policy.py; docs/spec.md explains the defaults)."""
     mode: Literal["manual", "auto", "shadow"] = "manual"
-    min_improvement: float = 0.0       # on the lower bound of the delta's 95% CI
-    max_segment_drop: float = 0.01
-    min_metric: float | None = None    # first month (no champion): the candidate must reach it
+    min_improvement: float = Field(0.0, ge=0.0, allow_inf_nan=False)   # the CI's lower bound must exceed it
+    max_segment_drop: float = Field(0.01, ge=0.0, allow_inf_nan=False)
+    min_metric: float | None = Field(None, allow_inf_nan=False)        # first month: the candidate must reach it
+    min_rows: int = Field(200, ge=1)          # evaluated rows (overall, and per gated segment)
+    min_class_rows: int = Field(20, ge=1)     # classification: rows of the rarest class
 
 
 class MonitoringSpec(_Strict):

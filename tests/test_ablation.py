@@ -255,7 +255,7 @@ def test_champion_params_and_top_k_base(spark, tracking, demo_dir, tmp_path):
     """With a champion, the study fits the champion's algorithm and params, and `top_k` makes
     the base its top features by gain."""
     from automl_tasks.models import adapters
-    from automl_tasks.pipelines.monthly import load_champion
+    from automl_tasks.registry.champion import load_champion
     from automl_tasks.registry import promotion
     from automl_tasks.tuning.job import tune
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from automl_tasks.data.demo import generate_loans
+from automl_tasks.data.prepare import load_frame, prepare
 from automl_tasks.errors import AutomlError, DataError, SpecError
 from automl_tasks.spec import load_spec
 from automl_tasks.tuning.job import tune
@@ -36,7 +39,8 @@ def _write(tmp_path, frame: pd.DataFrame, fmt="parquet") -> str:
 
 def _spec(tmp_path, source: str, **override):
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec_dict(data={"source": source}, **override)))
+    data = {"source": source, **override.pop("data", {})}
+    path.write_text(yaml.safe_dump(spec_dict(data=data, **override)))
     return load_spec(path)
 
 
@@ -69,11 +73,18 @@ def _one_class(df):
     return df.assign(default=0)
 
 
-def _text_in_numeric(df):
+def _text_in_numeric(df, month="2018-04"):
+    # Parquet has one type per column: income is text in every month, numbers but for 3 rows.
     df = df.copy()
     df["income"] = df["income"].round(2).astype(str)
-    df.loc[df.index[df["month"] == "2018-04"][:3], "income"] = "n/a"
+    df.loc[df.index[df["month"] == month][:3], "income"] = "n/a"
     return df
+
+
+def _duplicate_ids(df):
+    # The evaluated month's first id (901) on 3 rows, its second on 2: 2 ids, 5 rows.
+    month = df[df["month"] == "2018-07"]
+    return pd.concat([df, month.iloc[:2], month.iloc[:1]], ignore_index=True)
 
 
 def _missing_month(df):
@@ -99,6 +110,12 @@ CASES = [
      "numeric column 'income' has 3 non-numeric values (e.g. 'n/a')"),
     ("looks numeric", _text_in_numeric, {"features": ["income", "age"]}, "2018-07", DataError,
      "column 'income' looks numeric but has 3 non-numeric values"),
+    # Only the evaluated month has the text: the window's encoding would fail on it inside Spark.
+    ("text in holdout month", partial(_text_in_numeric, month="2018-07"),
+     {"categorical": ["salary_range", "region", "employment", "purpose"]}, "2018-07", DataError,
+     "numeric column 'income' has 3 non-numeric values in month 2018-07 (e.g. 'n/a')"),
+    ("duplicate ids", _duplicate_ids, {}, "2018-07", DataError,
+     "id column 'id' has 2 ids on more than one row in month 2018-07 (5 rows; e.g. 901 on 3 rows)"),
     ("empty month", _missing_month, {}, "2018-06", DataError, "month 2018-06 has no rows"),
     ("missing training month", _missing_month, {}, "2018-07", DataError, "training month 2018-06 has 0 rows"),
     ("too few rows for folds", _tiny, {}, "2018-07", DataError, "3-fold cv needs at least 3 per class"),
@@ -131,6 +148,73 @@ def test_unreadable_sources(tmp_path, spark, tracking):
         tune(_spec(tmp_path, "broken.parquet"), "2018-07", spark=spark, progress=lambda line: None)
     assert f"cannot read parquet source {tmp_path / 'broken.parquet'}: " in str(err.value)
     assert "Could not read footer" in str(err.value)       # Spark's reason, not py4j's call header
+    assert _runs(tracking) == before
+
+
+def test_duplicate_ids_with_warn_are_logged_and_counted(loans, tmp_path, spark, caplog):
+    spec = _spec(tmp_path, _write(tmp_path, _duplicate_ids(loans)), data={"duplicate_ids": "warn"})
+    with caplog.at_level(logging.WARNING, logger="automl_tasks.data.prepare"):
+        prepared = prepare(spark, spec, "2018-07")
+    assert prepared.duplicate_ids == {"ids": 2, "rows": 5, "months": ["2018-07"]}
+    assert ("id column 'id' has 2 ids on more than one row in month 2018-07 (5 rows; e.g. 901 on 3 rows); "
+            "evaluating them as they are (data.duplicate_ids: warn)") in caplog.text
+    assert len(prepared.holdout.y) == 150 + 3
+    clean = prepare(spark, _spec(tmp_path, _write(tmp_path, loans), data={"duplicate_ids": "warn"}), "2018-07")
+    assert clean.duplicate_ids is None
+
+
+def test_partition_with_another_column_type_is_named(loans, tmp_path, spark, tracking):
+    """mergeSchema fails naming neither column nor file: the error says which partition differs."""
+    for month, part in loans.groupby("month"):
+        if month == "2018-08":
+            part = part.assign(income=part["income"].astype(str))
+        folder = tmp_path / "loans" / f"month={month}"
+        folder.mkdir(parents=True)
+        part.drop(columns=["month"]).to_parquet(folder / "part-0.parquet", index=False,
+                                                coerce_timestamps="us", allow_truncated_timestamps=True)
+    before = _runs(tracking)
+    with pytest.raises(DataError) as err:
+        tune(_spec(tmp_path, "loans"), "2018-07", spark=spark, progress=lambda line: None)
+    odd = tmp_path / "loans" / "month=2018-08" / "part-0.parquet"
+    assert str(err.value) == (
+        f"cannot read parquet source {tmp_path / 'loans'}: "
+        "column 'income' is double in month=2018-01..2018-07 but string in month=2018-08 "
+        f"({odd}); rewrite that partition with one type")
+    assert _runs(tracking) == before
+
+
+def _latin1_csv(tmp_path, frame: pd.DataFrame) -> str:
+    # A ;-separated latin-1 export whose text has the separator in it, quoted with '.
+    frame = frame.assign(purpose=np.where(frame.index % 2 == 0, frame["purpose"], "café; crème"))
+    frame.to_csv(tmp_path / "loans.csv", index=False, sep=";", quotechar="'", encoding="latin-1")
+    return "loans.csv"
+
+
+def test_csv_options_are_honoured(loans, tmp_path, spark):
+    csv = {"sep": ";", "quote": "'", "encoding": "latin-1"}
+    frame = load_frame(spark, _spec(tmp_path, _latin1_csv(tmp_path, loans), data={"csv": csv}))
+    assert dict(frame.dtypes)["income"] == "double"
+    got = frame.select("id", "purpose").toPandas().sort_values("id")
+    assert got["purpose"].tolist() == np.where(loans.index % 2 == 0, loans["purpose"], "café; crème").tolist()
+
+
+CSV_CASES = {
+    # id: (columns renamed, data.csv, error class, expected message part)
+    "encoding name": ({}, {"sep": ";", "encoding": "cp1252"}, SpecError,
+                      "data.csv.encoding 'cp1252' is not one Spark reads CSV in"),
+    "separator": ({}, {}, DataError, "reads as one column 'id;timestamp;month;income;"),
+    "undecodable header": ({"region": "région"}, {"sep": ";"}, DataError, "is not UTF-8: its header has"),
+}
+
+
+@pytest.mark.parametrize("case", CSV_CASES.values(), ids=CSV_CASES.keys())
+def test_csv_read_not_as_written_is_a_specific_error(case, loans, tmp_path, spark, tracking):
+    renamed, csv, error, expected = case
+    spec = _spec(tmp_path, _latin1_csv(tmp_path, loans.rename(columns=renamed)), data={"csv": csv})
+    before = _runs(tracking)
+    with pytest.raises(error) as err:
+        tune(spec, "2018-07", spark=spark, progress=lambda line: None)
+    assert expected in str(err.value)
     assert _runs(tracking) == before
 
 

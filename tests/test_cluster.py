@@ -17,7 +17,7 @@ import pytest
 
 from automl_tasks.data.prepare import load_frame
 from automl_tasks.data.sources import MONTH_COL
-from automl_tasks.pipelines.monthly import load_run_model
+from automl_tasks.registry.champion import load_run_model
 from automl_tasks.spec import load_spec
 from automl_tasks.tuning.job import tune
 from tests.support.cli import run_cli, tune_outcome

@@ -74,11 +74,23 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     decision = promotion.decide(spec.name, version, approve=True, decided_by="user:test")
     assert decision.status == "approved" and promotion.current_champion(spec.name) == version
 
+    # A month with fewer evaluated rows than promotion.min_rows: recorded, nobody asked, nothing moves.
+    thin = spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"min_rows": 1000})})
+    thin.origin = spec.origin
+    result = run_monthly(thin, "2017-12", promotion_mode="manual", **quiet)
+    assert result["decision"]["status"] == "insufficient_evidence"
+    assert result["champion_before"] == result["champion_after"] == version
+    assert "400 evaluated rows < min_rows 1000" in result["decision"]["reasons"][0]
+    assert "**insufficient evidence: nothing is promoted** (decided by the `evidence` gate; 400 holdout rows" \
+        in result["decision"]["summary"]
+    assert client.get_registered_model(spec.name).aliases == {"champion": version}   # no challenger left
+    assert promotion.get_decision(spec.name, result["decision"]["version"]).decided_by == "policy:evidence"
+
     # Bad input afterwards changes nothing.
     with pytest.raises(DataError, match="month 2019-01 is outside the data"):
         run_monthly(spec, "2019-01", promotion_mode="auto", **quiet)
     assert promotion.current_champion(spec.name) == version
-    assert len(client.search_model_versions(f"name = '{spec.name}'")) == 2
+    assert len(client.search_model_versions(f"name = '{spec.name}'")) == 3      # the thin month's included
 
 
 @pytest.mark.parametrize("task, fmt", [("multiclass", "parquet"), ("regression", "csv")])

@@ -301,3 +301,85 @@ def test_versions_are_strings_on_an_embedded_sqlite_store(tmp_path, monkeypatch)
     assert p.current_champion("sqlite_model") == version == decision.champion_after
     assert isinstance(version, str) and isinstance(p.current_champion("sqlite_model"), str)
     assert p.decide("sqlite_model", version, approve=True, decided_by="user:test").status == "approved"
+
+
+# ---------------------------------------------------------------- the CLI: decide, decisions
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from automl_tasks.cli import main
+
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_decide_from_the_cli_records_the_user_and_moves_the_alias_once(reg, capsys):
+    import getpass
+
+    v1, v2 = reg.register(0), reg.register(1)
+    reg.open(v1)
+    code, out, err = _cli(["decide", "--model", reg.name, "--version", v1, "--approve",
+                           "--reason", "first model, checked by hand", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "approved" and result["champion"] == v1
+    assert result["decided_by"] == f"user:{getpass.getuser()}"
+    assert f"{getpass.getuser()} (CLI): first model, checked by hand" in result["reasons"]
+    reg.open(v2)
+    code, out, err = _cli(["decide", "--model", reg.name, "--version", v2, "--reject",
+                           "--reason", "segment retail looks off"], capsys)
+    assert code == 0, err
+    assert out.startswith(f"{reg.name} v{v2} for 2017-09: rejected by user:") and f"champion: v{v1}" in out
+    assert reg.aliases() == {"champion": v1}
+    # Only a pending decision: answering again the other way is refused, nothing moves.
+    code, out, err = _cli(["decide", "--model", reg.name, "--version", v2, "--approve", "--reason", "x"], capsys)
+    assert code == 2 and f"error: cannot approve {reg.name} v{v2}: its decision for 2017-09 is already rejected" in err
+    assert reg.aliases() == {"champion": v1}
+
+
+def test_decide_from_the_cli_refuses_when_the_champion_moved_since_the_comparison(reg, capsys):
+    v1, v2, v3 = reg.register(0), reg.register(1), reg.register(2)
+    reg.open(v1)
+    p.decide(reg.name, v1, approve=True, decided_by="policy:auto")
+    reg.open(v2)                                             # measured against v1
+    p.open_decision(reg.name, v3, month="2017-10", evidence={}, evidence_run_id=reg.evidence_run_id,
+                    reasons=["r"], measured_against=v1)
+    p.decide(reg.name, v3, approve=True, decided_by="policy:auto")     # v2 was superseded by v3's opening
+    code, _, err = _cli(["decide", "--model", reg.name, "--version", v2, "--approve", "--reason", "ok"], capsys)
+    assert code == 2 and "is already superseded" in err
+    assert reg.aliases() == {"champion": v3}
+
+
+def test_decisions_and_decide_on_an_unknown_model_are_errors_that_create_nothing(capsys, tmp_path, monkeypatch,
+                                                                                  tracking):
+    code, _, err = _cli(["decisions", "--model", "no_such_model"], capsys)
+    assert code == 2 and err.startswith("error: no registered model 'no_such_model' in http://127.0.0.1:")
+    # With the default local store: no store file, no folder made.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "fresh_home"))
+    for args in (["decisions", "--model", "loans"], ["history", "--model", "loans"],
+                 ["decide", "--model", "loans", "--version", "1", "--approve", "--reason", "r"]):
+        code, _, err = _cli(args, capsys)
+        assert code == 2 and "error: no registered model 'loans': there is no MLflow store at " in err, err
+    assert not (tmp_path / "fresh_home").exists()
+    code, _, err = _cli(["decide", "--model", "loans", "--version", "1", "--approve", "--reason", " "], capsys)
+    assert code == 2 and "--reason must say why" in err
+
+
+def test_an_unloadable_champion_is_one_line_naming_the_version(reg, tmp_path, monkeypatch):
+    from automl_tasks.registry.champion import load_champion
+
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "home"))
+    v1 = reg.register(0)          # a bare flavor model: its run has no native metadata or preprocessing
+    reg.open(v1)
+    p.decide(reg.name, v1, approve=True, decided_by="policy:auto")
+    with pytest.raises(AutomlError) as err:
+        load_champion(reg.name)
+    message = str(err.value)
+    assert message.startswith(f"champion {reg.name} v{v1} cannot be loaded from run {reg.c.get_model_version(reg.name, v1).tags['automl.source_run_id']} (lightgbm")
+    assert "native/lightgbm/metadata.json" in message and "\n" not in message
+    reg.c.delete_model_version_tag(reg.name, v1, "automl.model_uri")
+    with pytest.raises(AutomlError, match=rf"champion {reg.name} v{v1} cannot be loaded: its model version has "
+                                          r"no tag 'automl.model_uri'"):
+        load_champion(reg.name)

@@ -140,6 +140,35 @@ def test_window_errors_name_the_month(month, counts_change, expected):
     assert expected in str(err.value)
 
 
+def test_holdout_of_several_months_ends_at_the_month():
+    counts = {shift_month("2018-01", k): 100 for k in range(12)}
+    window = select_window(counts, "2018-10", 4, holdout_count=3)
+    assert window.holdout == "2018-10"                      # the run's month names the run
+    assert window.holdout_months == ("2018-08", "2018-09", "2018-10")
+    assert window.train == ("2018-04", "2018-05", "2018-06", "2018-07")
+    assert window.describe_holdout() == "2018-08..2018-10"
+    one = select_window(counts, "2018-10", 4)
+    assert one.holdout_months == ("2018-10",) and one.describe_holdout() == "2018-10"
+    assert one.train == ("2018-06", "2018-07", "2018-08", "2018-09")
+    everything = select_window(counts, None, 4, holdout_count=3)
+    assert everything.holdout_months == () and everything.describe_holdout() == "none"
+
+
+@pytest.mark.parametrize("month, start, counts_change, expected", [
+    pytest.param("2018-10", "2018-01", {"2018-09": 0}, "holdout month 2018-09 has no rows (window.holdout_months: "
+                 "3 holds out 2018-08 to 2018-10; the data covers 2018-01 to 2018-12)", id="empty-holdout-month"),
+    pytest.param("2018-02", "2018-01", {}, "holdout month 2017-12 has no rows", id="holdout-before-the-data"),
+    pytest.param("2018-08", "2018-03", {}, "asks for 4 training months (2018-02 to 2018-05) but the data "
+                 "starts at 2018-03", id="training-before-the-data"),
+])
+def test_holdout_months_errors_name_the_month(month, start, counts_change, expected):
+    counts = {shift_month(start, k): 100 for k in range(12)}
+    counts.update(counts_change)
+    with pytest.raises(DataError) as err:
+        select_window(counts, month, 4, holdout_count=3)
+    assert expected in str(err.value)
+
+
 def _matrix(n=300, classes=2, seed=0):
     rng = np.random.default_rng(seed)
     months = np.array([f"2018-0{1 + i % 3}" for i in range(n)], dtype=object)

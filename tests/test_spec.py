@@ -89,3 +89,58 @@ def test_spec_at_git_ref_records_commit(tmp_path):
     assert master.origin["branch"] == "master"
     with pytest.raises(SpecError, match="git ref 'nope' not found"):
         load_spec_at_ref(tmp_path, "nope", "m.yaml")
+
+
+def _algorithm(name: str, search: str = "grid", **fields) -> dict:
+    return {"algorithms": {name: {"search": search, **fields}}}
+
+
+@pytest.mark.parametrize("override, expected", [
+    pytest.param({"data": {"label": "timestamp"}},
+                 "data.label and data.timestamp are both 'timestamp'", id="label-is-timestamp"),
+    pytest.param({"data": {"label": "month", "timestamp": None, "month_column": "month"}},
+                 "data.label and data.month_column are both 'month'", id="label-is-month-column"),
+    pytest.param({"data": {"label": "id"}}, "data.label and data.id are both 'id'", id="label-is-id"),
+    pytest.param({"data": {"timezone": "Mars/Base"}}, "data.timezone: unknown time zone 'Mars/Base'",
+                 id="unknown-timezone"),
+    pytest.param({"data": {"timezone": "America"}}, "unknown time zone 'America'", id="timezone-folder"),
+    pytest.param({"window": {"holdout_months": 0}}, "window.holdout_months", id="no-holdout-months"),
+    pytest.param(_algorithm("xgboost", space={"max_depth": [3, 3.5]}),
+                 "algorithms.xgboost: parameter 'max_depth' takes integers, got 3.5", id="float-for-int"),
+    pytest.param(_algorithm("xgboost", space={"max_depth": [True]}),
+                 "parameter 'max_depth' takes integers, got True", id="bool-for-int"),
+    pytest.param(_algorithm("lightgbm", "random", space={"num_leaves": {"uniform": [4, 16]}}),
+                 "algorithms.lightgbm: parameter 'num_leaves' takes integers, got {uniform: [4, 16]}",
+                 id="uniform-for-int"),
+    pytest.param(_algorithm("lightgbm", space={"learning_rate": ["0.1"]}),
+                 "algorithms.lightgbm: parameter 'learning_rate' takes numbers, got '0.1'", id="text-for-number"),
+    pytest.param(_algorithm("lightgbm", space={"learning_rate": [0.1]}, fixed={"n_estimators": 10.5}),
+                 "parameter 'n_estimators' takes integers, got 10.5", id="fixed-float-for-int"),
+    pytest.param(_algorithm("spark_gbt", "adaptive", space={"maxDepth": {"log": [2, 8]}}),
+                 "algorithms.spark_gbt: parameter 'maxDepth' takes integers, got {log: [2, 8]}",
+                 id="spark-log-for-int"),
+    pytest.param(_algorithm("spark_linear", space={"fitIntercept": ["yes"]}),
+                 "algorithms.spark_linear: parameter 'fitIntercept' takes true or false, got 'yes'",
+                 id="spark-text-for-bool"),
+    pytest.param(_algorithm("spark_random_forest", "random", space={"impurity": {"int": [1, 3]}}),
+                 "parameter 'impurity' takes text, got the range {int: [1, 3]}", id="spark-range-for-text"),
+])
+def test_columns_time_zone_and_parameter_types_are_checked(override, expected):
+    with pytest.raises(SpecError) as err:
+        parse(**override)
+    assert expected in str(err.value)
+
+
+def test_parameter_types_accept_what_the_libraries_take():
+    spec = parse(data={"timezone": "America/New_York"}, window={"holdout_months": 2}, algorithms={
+        # None is xgboost's "default" for its Optional params; an int is a number for a float one.
+        "xgboost": {"search": "grid", "space": {"max_depth": [3, None], "learning_rate": [1, 0.1]}},
+        "lightgbm": {"search": "random", "space": {"num_leaves": {"int": [4, 16]},
+                                                   "subsample": {"uniform": [0.5, 1]}}},
+        "spark_linear": {"search": "adaptive", "space": {"regParam": {"log": [1e-4, 1]}, "maxIter": {"int": [5, 50]},
+                                                         "fitIntercept": [True, False]}},
+        "spark_random_forest": {"search": "grid", "space": {"impurity": ["gini", "entropy"]},
+                                "fixed": {"numTrees": 10, "subsamplingRate": 1}},
+    })
+    assert spec.data.timezone == "America/New_York" and spec.window.holdout_months == 2
+    assert parse().data.timezone == "UTC" and parse().window.holdout_months == 1

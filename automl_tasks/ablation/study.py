@@ -202,7 +202,7 @@ def _model_config(spec: ModelSpec, progress) -> tuple[str, dict, str, list[str] 
 
     version = promotion.current_champion(spec.name)
     if version is not None:
-        from automl_tasks.pipelines.monthly import load_champion
+        from automl_tasks.registry.champion import load_champion
 
         version, champion = load_champion(spec.name)
         algorithm, names = champion.meta["algorithm"], champion.meta["feature_names"]
@@ -289,7 +289,8 @@ def _check_candidates(frame, spec: ModelSpec, month, base, candidates, dtypes) -
     from automl_tasks.data.windows import select_window
 
     counts = {r[0]: r[1] for r in frame.groupBy(MONTH_COL).count().collect()}
-    window = select_window(counts, month, spec.window.train_months)
+    window = select_window(counts, month, spec.window.train_months,
+                           holdout_count=spec.window.holdout_months)
     rows = frame.where(F.col(MONTH_COL).isin(list(window.train)))
     aggs = []
     for i, c in enumerate(candidates):

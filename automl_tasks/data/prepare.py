@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ from automl_tasks.spec import ModelSpec
 
 if TYPE_CHECKING:
     from automl_tasks.tuning.training_path import Decision
+
+log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "boolean")
 LABEL_COL, SEGMENT_COL = "__label", "__segment"
@@ -66,6 +69,7 @@ class Prepared:
     row_counts: dict[str, int] = field(default_factory=dict)
     frames: Frames | None = None             # set instead of train/holdout on the data-parallel path
     training: Decision | None = None         # the training path, when `prepare` was given `decide`
+    duplicate_ids: dict | None = None        # {"ids", "rows", "months"}: data.duplicate_ids: warn found some
 
 
 def resolve_columns(spec: ModelSpec, dtypes: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -123,8 +127,13 @@ def _fingerprint(spec: ModelSpec, stats: dict[str, tuple[int, int]], months) -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _check_feature_values(df, features, categorical, spec: ModelSpec, dtypes) -> None:
-    """Numbers stored as text, text in numeric columns, columns that are all null."""
+def _check_feature_values(df, features, categorical, spec: ModelSpec, dtypes, window: Window) -> None:
+    """Numbers stored as text, text in numeric columns, columns that are all null.
+
+    The text checks cover each holdout month too: it is encoded with the window's casts, and
+    text there would otherwise fail inside Spark (CAST_INVALID_INPUT). One Spark job: the
+    window (group null) and each holdout month are the groups of one aggregation.
+    """
     from pyspark.sql import functions as F
 
     strings = [f for f in features if dtypes[f] == "string"]
@@ -133,18 +142,52 @@ def _check_feature_values(df, features, categorical, spec: ModelSpec, dtypes) ->
         bad = F.col(f).isNotNull() & F.trim(F.col(f)).try_cast("double").isNull()
         aggs += [F.sum(bad.cast("long")).alias(f"bad_{i}"),
                  F.max(F.when(bad, F.col(f))).alias(f"ex_{i}")]
-    row = df.agg(*aggs).first()
+    held = list(window.holdout_months)
+    group = F.when(F.col(MONTH_COL).isin(held), F.col(MONTH_COL)).alias("__group")
+    rows = {r["__group"]: r for r in df.groupBy(group).agg(*aggs).collect()}
     for i, f in enumerate(features):
-        if row[f"n_{i}"] == 0:
+        if rows[None][f"n_{i}"] == 0:
             raise DataError(f"feature {f!r} is null in every row of the window")
-    for i, f in enumerate(strings):
-        bad, example, present = row[f"bad_{i}"] or 0, row[f"ex_{i}"], row[f"n_{features.index(f)}"]
-        if f not in categorical and bad:
-            raise DataError(f"numeric column {f!r} has {bad} non-numeric values (e.g. {example!r}); "
-                            "clean them or list the column in categorical")
-        if f in categorical and spec.categorical is None and 0 < bad <= 0.1 * present:
-            raise DataError(f"column {f!r} looks numeric but has {bad} non-numeric values "
-                            f"(e.g. {example!r}); clean them, or list it in categorical if it is one")
+    for month in [None, *held]:
+        row, where = rows[month], f" in month {month}" if month else ""
+        for i, f in enumerate(strings):
+            bad, example, present = row[f"bad_{i}"] or 0, row[f"ex_{i}"], row[f"n_{features.index(f)}"]
+            if f not in categorical and bad:
+                raise DataError(f"numeric column {f!r} has {bad} non-numeric values{where} (e.g. {example!r}); "
+                                "clean them or list the column in categorical")
+            if f in categorical and spec.categorical is None and 0 < bad <= 0.1 * present:
+                raise DataError(f"column {f!r} looks numeric but has {bad} non-numeric values{where} "
+                                f"(e.g. {example!r}); clean them, or list it in categorical if it is one")
+
+
+def _check_duplicate_ids(df, spec: ModelSpec, window: Window) -> dict | None:
+    """Ids on more than one row of a holdout month (one Spark job): a DataError, or with
+    data.duplicate_ids: warn a logged warning and the counts, for the caller's record.
+
+    A duplicated evaluated row weighs twice in the metric and its comparisons. Duplicates in
+    the training window are out of scope here: they are not checked.
+    """
+    from pyspark.sql import functions as F
+
+    id_col, held = spec.data.id, list(window.holdout_months)
+    if not id_col or not held:
+        return None
+    per_month = sorted((df.where(F.col(MONTH_COL).isin(held) & F.col(id_col).isNotNull())
+                        .groupBy(MONTH_COL, id_col).count().where(F.col("count") > 1)
+                        .groupBy(MONTH_COL).agg(F.count(F.lit(1)).alias("ids"), F.sum("count").alias("rows"),
+                                                F.min(id_col).alias("example"),
+                                                F.min_by("count", id_col).alias("times"))
+                        .collect()), key=lambda r: r[MONTH_COL])
+    if not per_month:
+        return None
+    found = "; ".join(f"{r['ids']} ids on more than one row in month {r[MONTH_COL]} ({r['rows']} rows; "
+                      f"e.g. {r['example']!r} on {r['times']} rows)" for r in per_month)
+    if spec.data.duplicate_ids == "error":
+        raise DataError(f"id column {id_col!r} has {found}; keep one row per id in the evaluated month, "
+                        "or set data.duplicate_ids: warn")
+    log.warning("id column %r has %s; evaluating them as they are (data.duplicate_ids: warn)", id_col, found)
+    return {"ids": sum(r["ids"] for r in per_month), "rows": sum(r["rows"] for r in per_month),
+            "months": [r[MONTH_COL] for r in per_month]}
 
 
 def _label_classes(df, spec: ModelSpec) -> list | None:
@@ -260,8 +303,9 @@ def to_matrix(pipeline_model, encoding: Encoding, df, spec: ModelSpec, classes: 
 
 def load_frame(spark, spec: ModelSpec):
     """The source with joins applied and the month column added."""
-    df = join_tables(spark, read_source(spark, spec.data.source, spec.data.format), spec.data.join)
-    return with_month(df, spec.data.timestamp, spec.data.month_column)
+    df = read_source(spark, spec.data.source, spec.data.format, spec.data.csv)
+    df = join_tables(spark, df, spec.data.join)
+    return with_month(df, spec.data.timestamp, spec.data.month_column, spec.data.timezone)
 
 
 def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Prepared:
@@ -281,13 +325,16 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Pr
     features, categorical = resolve_columns(spec, dtypes)
     if spec.segment and spec.segment not in dtypes:
         raise DataError(f"segment column {spec.segment!r} is not in the data")
+    if spec.data.id and spec.data.id not in dtypes:
+        raise DataError(f"id column {spec.data.id!r} is not in the data; columns: {', '.join(df.columns)}")
 
     source_cols = [c for c in df.columns if c != MONTH_COL]
     stats = {r[0]: (r[1], r[2]) for r in df.groupBy(MONTH_COL).agg(
         F.count(F.lit(1)), F.sum(F.pmod(F.xxhash64(*source_cols), F.lit(2**31 - 1)))).collect()}
     counts = {m: n for m, (n, _) in stats.items()}
-    window = select_window(counts, month, spec.window.train_months)
-    months = list(window.train) + ([window.holdout] if window.holdout else [])
+    window = select_window(counts, month, spec.window.train_months,
+                           holdout_count=spec.window.holdout_months)
+    months = list(window.train) + list(window.holdout_months)
 
     df = with_label(df.where(F.col(MONTH_COL).isin(months)), spec)
     df = df.persist()
@@ -300,12 +347,13 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Pr
             raise DataError(f"label {spec.data.label!r} is missing (null or NaN) in {total} rows "
                             f"(months: {', '.join(r[MONTH_COL] for r in missing)})")
         train_df = df.where(F.col(MONTH_COL).isin(list(window.train)))
-        _check_feature_values(train_df, features, categorical, spec, dtypes)
+        _check_feature_values(df, features, categorical, spec, dtypes, window)
+        duplicate_ids = _check_duplicate_ids(df, spec, window)
         classes = _label_classes(train_df, spec)
         pipeline_model = _pipeline(features, categorical, spec.impute).fit(train_df)
         encoding = _encoding(pipeline_model, features, categorical)
         decision = decide(sum(counts[m] for m in window.train), len(features)) if decide else None
-        holdout_df = df.where(F.col(MONTH_COL) == window.holdout) if window.holdout else None
+        holdout_df = df.where(F.col(MONTH_COL).isin(list(window.holdout_months))) if window.holdout else None
         if decision is not None and decision.path == "data_parallel":
             # Encoded from the source again, not from `df`: that cache ends with this function.
             frames = _frames(load_frame(spark, spec), pipeline_model, encoding, spec, classes, window)
@@ -322,7 +370,8 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Pr
     return Prepared(spec=spec, window=window, train=train, holdout=holdout, given=given,
                     encoding=encoding, classes=classes,
                     pipeline=pipeline_model, fingerprint=_fingerprint(spec, stats, months),
-                    row_counts={m: counts[m] for m in months}, frames=frames, training=decision)
+                    row_counts={m: counts[m] for m in months}, frames=frames, training=decision,
+                    duplicate_ids=duplicate_ids)
 
 
 def _frames(source, pipeline_model, encoding: Encoding, spec: ModelSpec, classes, window: Window) -> Frames:
@@ -332,7 +381,7 @@ def _frames(source, pipeline_model, encoding: Encoding, spec: ModelSpec, classes
         rows = with_label(source.where(F.col(MONTH_COL).isin(months)), spec)
         return encoded_frame(pipeline_model, encoding, rows, spec, classes)
 
-    holdout = encoded([window.holdout]) if window.holdout else None
+    holdout = encoded(list(window.holdout_months)) if window.holdout else None
     if holdout is not None:
         check_labels_known(holdout, classes)
     return Frames(encoded(list(window.train)), holdout)

@@ -1,4 +1,4 @@
-"""Month windows: which months train, which month is the out-of-time holdout."""
+"""Month windows: which months train, which months are the out-of-time holdout."""
 
 from __future__ import annotations
 
@@ -13,25 +13,48 @@ def shift_month(month: str, delta: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
+def holdout_months(month: str, count: int) -> tuple[str, ...]:
+    """The `count` months ending at `month` (the run's month), oldest first."""
+    return tuple(shift_month(month, -k) for k in range(count - 1, -1, -1))
+
+
 @dataclass(frozen=True)
 class Window:
     train: tuple[str, ...]        # months that train (and validate, by the validation method)
-    holdout: str | None           # the out-of-time month, or None without --month
+    holdout: str | None           # the run's month (--month), or None: names the run in tags and messages
+    # Every month held out (window.holdout_months of them, ending at `holdout`), compared as one.
+    holdout_months: tuple[str, ...]
+
+    def describe_holdout(self) -> str:
+        """`2018-06`, or `2018-05..2018-06` for a holdout of several months; `none` without one."""
+        if not self.holdout_months:
+            return "none"
+        first, last = self.holdout_months[0], self.holdout_months[-1]
+        return first if first == last else f"{first}..{last}"
 
 
 def select_window(counts: dict[str, int], month: str | None, train_months: int,
-                  min_rows_per_month: int = 1) -> Window:
-    """Pick the window from per-month row counts, or say exactly which month is wrong."""
+                  min_rows_per_month: int = 1, holdout_count: int = 1) -> Window:
+    """Pick the window from per-month row counts, or say exactly which month is wrong.
+
+    The holdout is the `holdout_count` months ending at `month`; the `train_months`
+    months before the first of them train.
+    """
     if not counts:
         raise DataError("the data has no rows")
     first, last = min(counts), max(counts)
     if month is None:
-        return Window(tuple(sorted(counts)), None)
+        return Window(tuple(sorted(counts)), None, ())
     if month < first or month > last:
         raise DataError(f"month {month} is outside the data, which covers {first} to {last}")
     if counts.get(month, 0) == 0:
         raise DataError(f"month {month} has no rows (the data covers {first} to {last})")
-    wanted = [shift_month(month, -k) for k in range(train_months, 0, -1)]
+    held = holdout_months(month, holdout_count)
+    empty = [m for m in held if counts.get(m, 0) == 0]
+    if empty:
+        raise DataError(f"holdout month {empty[0]} has no rows (window.holdout_months: {holdout_count} "
+                        f"holds out {held[0]} to {month}; the data covers {first} to {last})")
+    wanted = [shift_month(held[0], -k) for k in range(train_months, 0, -1)]
     available = [m for m in wanted if m >= first]
     if len(available) < len(wanted):
         raise DataError(
@@ -42,4 +65,4 @@ def select_window(counts: dict[str, int], month: str | None, train_months: int,
         raise DataError(f"training month {empty[0]} has {counts.get(empty[0], 0)} rows "
                         f"(window {wanted[0]} to {wanted[-1]} for {month}); "
                         f"missing months: {', '.join(empty)}")
-    return Window(tuple(wanted), month)
+    return Window(tuple(wanted), month, held)

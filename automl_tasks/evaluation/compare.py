@@ -121,35 +121,39 @@ def paired_bootstrap(metric: str, task: str, y_true, pred_candidate, pred_baseli
 
 def compare_by_segment(metric: str, task: str, y_true, pred_candidate, pred_baseline, segments,
                        *, resamples: int = 2000, seed: int = 0, min_rows: int = 30,
-                       confidence: float = 0.95) -> list[Comparison]:
+                       confidence: float = 0.95,
+                       segment_confidence: float | None = None) -> list[Comparison]:
     """Overall comparison first (segment None), then one per segment value, sorted by name.
 
     Segment values are labelled by ``str(value)`` (a missing value shows as "None" or
     "nan"). Every segment is listed: one with fewer than `min_rows` rows gets point
     estimates only (NaN interval and p-value, ``resamples=0``, a `note`) so a report
     shows it exists without pretending to know its uncertainty. Every call uses the
-    same `seed`; each interval is valid on its own.
+    same `seed`; each interval is valid on its own at `confidence`, or at
+    `segment_confidence` for the segments when given (a multiple-comparison correction).
     """
     if min_rows < 1:
         raise ValueError(f"min_rows must be >= 1, got {min_rows}")
     _check_settings(resamples, confidence)
+    per_segment = confidence if segment_confidence is None else segment_confidence
+    _check_settings(resamples, per_segment)
     y, cand, base = _inputs(metric, task, y_true, pred_candidate, pred_baseline)
     names = np.asarray(segments)
     if names.ndim != 1 or names.size != y.size:
         raise ValueError(f"segments must be 1-D with one value per row ({y.size}); "
                          f"got shape {names.shape}")
     names = names.astype(str)
-    kwargs = dict(resamples=resamples, seed=seed, confidence=confidence)
-    out = [paired_bootstrap(metric, task, y, cand, base, **kwargs)]
+    out = [paired_bootstrap(metric, task, y, cand, base, resamples=resamples, seed=seed,
+                            confidence=confidence)]
     for name in np.unique(names):  # sorted
         rows = names == name
         n = int(rows.sum())
         if n >= min_rows:
-            out.append(paired_bootstrap(metric, task, y[rows], cand[rows], base[rows],
-                                        segment=str(name), **kwargs))
+            out.append(paired_bootstrap(metric, task, y[rows], cand[rows], base[rows], resamples=resamples,
+                                        seed=seed, segment=str(name), confidence=per_segment))
         else:
             out.append(_point_only(metric, task, y[rows], cand[rows], base[rows], str(name),
-                                   confidence, f"{n} rows < min_rows={min_rows}: no interval"))
+                                   per_segment, f"{n} rows < min_rows={min_rows}: no interval"))
     return out
 
 

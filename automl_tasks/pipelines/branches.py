@@ -7,7 +7,7 @@ bootstrap says whether the first ref's model (the candidate: develop) beats the
 second's (the baseline: master), overall and per segment.
 
 Same rows. When both specs read the same data (equal `data` sections; features,
-algorithms, windows may differ), one cached holdout frame feeds both models, so
+algorithms, training windows may differ), one cached holdout frame feeds both models, so
 row i is the same row for both by construction. When the data sections differ
 (develop joins a new table, say), each model needs its own columns, so each spec
 reads its own frame. Spark does not promise the same row order for two different
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
@@ -35,15 +36,17 @@ from automl_tasks.data.prepare import Prepared, load_frame
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
 from automl_tasks.pipelines.monthly import (PURPOSE, align_classes, candidate_summary, compare_models,
-                                            holdout_rows, load_run_model, tuned_candidates)
+                                            holdout_rows, tuned_candidates)
 from automl_tasks.progress import to_stderr
 from automl_tasks.registry import tracking
+from automl_tasks.registry.champion import load_run_model
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month, load_spec_at_ref, parse_spec
 from automl_tasks.tuning.job import prepare_for_tuning
 
-# Fields that make two specs "the same model": one experiment, one metric to compare on.
-SAME_FIELDS = ("name", "task", "metric")
+# Fields that make two specs "the same model": one experiment, one metric and one holdout to
+# compare on (dotted: nested fields).
+SAME_FIELDS = ("name", "task", "metric", "window.holdout_months")
 RESULT_ARTIFACT = "branches.json"
 
 
@@ -145,7 +148,7 @@ def _check_comparable(specs: list[ModelSpec], refs: tuple, spec_path: str) -> No
     first = specs[0]
     for ref, spec in zip(refs[1:], specs[1:]):
         for field in SAME_FIELDS:
-            ours, theirs = getattr(first, field), getattr(spec, field)
+            ours, theirs = attrgetter(field)(first), attrgetter(field)(spec)
             if ours != theirs:
                 raise SpecError(f"{spec_path}: {field} is {theirs!r} at {ref} but {ours!r} at {refs[0]}; "
                                 f"only specs of the same model (same {', '.join(SAME_FIELDS)}) compare")

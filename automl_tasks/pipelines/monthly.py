@@ -12,63 +12,25 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from automl_tasks import config
 from automl_tasks.data.prepare import LABEL_COL, Prepared, canonical_label, load_frame
 from automl_tasks.data.sources import MONTH_COL
-from automl_tasks.data.windows import shift_month
+from automl_tasks.data.windows import holdout_months, shift_month
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
-from automl_tasks.models import export, scoring
 from automl_tasks.progress import to_stderr
-from automl_tasks.registry import promotion, tracking
+from automl_tasks.registry import claims, promotion, tracking
+from automl_tasks.registry import policy as gates
+from automl_tasks.registry.champion import ScoredModel, load_champion, load_run_model
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month
 from automl_tasks.tuning.job import prepare_for_tuning, tune
 
 PURPOSE = "monthly"
-
-
-@dataclass
-class ScoredModel:
-    """A model able to score raw rows: its Spark pipeline, its flavor model, its metadata."""
-    meta: dict
-    pipeline: object
-    model: object
-    params: dict
-
-    def predict(self, df) -> np.ndarray:
-        return scoring.predict(self.model, self.meta, scoring.encode(self.pipeline, self.meta, df))
-
-
-def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:
-    """The model a tuning run exported: native metadata, preprocessing, flavor model."""
-    import mlflow
-
-    local = config.home() / "cache" / "runs" / run_id / algorithm   # run artifacts never change
-    local.mkdir(parents=True, exist_ok=True)
-    meta_path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=f"native/{algorithm}/metadata.json", dst_path=str(local))
-    pipeline_dir = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="preprocessing", dst_path=str(local))
-    meta = json.loads(Path(meta_path).read_text())
-    return ScoredModel(meta, scoring.load_pipeline(pipeline_dir),
-                       export.load_flavor_model(algorithm, model_uri, meta), meta["params"])
-
-
-def load_champion(name: str) -> tuple[str, ScoredModel] | None:
-    version = promotion.current_champion(name)
-    if version is None:
-        return None
-    mv = tracking.client().get_model_version(name, version)
-    tags = mv.tags
-    return version, load_run_model(tags["automl.source_run_id"], tags["automl.algorithm"],
-                                   tags["automl.model_uri"])
 
 
 def check_schema(champion: ScoredModel, prepared: Prepared, month: str) -> None:
@@ -83,12 +45,15 @@ def check_schema(champion: ScoredModel, prepared: Prepared, month: str) -> None:
 
 
 def holdout_rows(frame, spec: ModelSpec, month: str, classes: list | None):
-    """The month's rows, cached so every model scores them in the same order, and their labels."""
+    """The holdout's rows (window.holdout_months ending at `month`), cached so every model
+    scores them in the same order, and their labels."""
     from pyspark.sql import functions as F
+
 
     label = (canonical_label(spec.data.label) if spec.task != "regression"
              else F.col(spec.data.label).try_cast("double"))
-    df = frame.where(F.col(MONTH_COL) == month).withColumn(LABEL_COL, label).persist()
+    held = list(holdout_months(month, spec.window.holdout_months))
+    df = frame.where(F.col(MONTH_COL).isin(held)).withColumn(LABEL_COL, label).persist()
     segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
     pdf = df.select(F.col(LABEL_COL).alias("y"), segment.alias("segment")).toPandas()
     if classes is None:
@@ -198,62 +163,37 @@ def tuned_candidates(client, experiment: str, spec: ModelSpec, prepared: Prepare
 
 
 def compare_models(spec: ModelSpec, y, candidate, baseline, segments) -> list[Comparison]:
-    """Paired bootstrap of candidate vs baseline: overall first, then per segment if the spec has one."""
+    """Paired bootstrap of candidate vs baseline: overall first, then per segment if the spec has one.
+
+    Segments under `promotion.min_rows` get point estimates only; the others' intervals are
+    Bonferroni-corrected across them (registry/policy.py), as the segment gate reads them.
+    """
     if segments is None:
         return [paired_bootstrap(spec.metric, spec.task, y, candidate, baseline, seed=spec.seed)]
-    return compare_by_segment(spec.metric, spec.task, y, candidate, baseline, segments, seed=spec.seed)
-
-
-def policy(comparisons: list[Comparison], spec: ModelSpec,
-           candidate_value: float | None) -> tuple[bool, list[str]]:
-    """The promotion gates from the spec; `comparisons` is empty when there is no champion yet.
-
-    With a champion: the lower bound of the overall delta's 95% CI must reach
-    min_improvement, and no segment's delta may fall below -max_segment_drop. Without
-    one: the candidate's holdout metric must reach min_metric when the spec sets it.
-    """
-    from automl_tasks.evaluation.metrics import orientation
-
-    gates = spec.promotion
-    if not comparisons:
-        if gates.min_metric is None:
-            return True, ["no champion yet: the best candidate becomes the first champion"]
-        if candidate_value is None:
-            return False, [f"no champion yet and no holdout {spec.metric} to check min_metric against"]
-        ok = orientation(spec.metric) * (candidate_value - gates.min_metric) >= 0
-        word = "reaches" if ok else "does not reach"
-        return ok, [f"no champion yet: candidate {spec.metric} {candidate_value:.4f} {word} "
-                    f"min_metric {gates.min_metric}"]
-    overall, segments = comparisons[0], comparisons[1:]
-    ok = overall.ci_low >= gates.min_improvement
-    reasons = [f"overall {overall.metric} delta {overall.delta:+.4f} (95% CI {overall.ci_low:+.4f}.."
-               f"{overall.ci_high:+.4f}) {'clears' if ok else 'does not clear'} "
-               f"min_improvement {gates.min_improvement} on the CI's lower bound"]
-    for seg in segments:
-        if seg.delta < -gates.max_segment_drop:
-            ok = False
-            reasons.append(f"segment {seg.segment}: delta {seg.delta:+.4f} is worse than "
-                           f"-max_segment_drop {gates.max_segment_drop}")
-    return ok, reasons
+    _, sizes = np.unique(np.asarray(segments).astype(str), return_counts=True)
+    min_rows = spec.promotion.min_rows
+    return compare_by_segment(spec.metric, spec.task, y, candidate, baseline, segments, seed=spec.seed,
+                              min_rows=min_rows,
+                              segment_confidence=gates.segment_confidence(sizes.tolist(), min_rows))
 
 
 RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evaluation is complete
 
 
 def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = None, spark=None,
-                progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
+                progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None,
+                wait_s: float = 0.0) -> dict:
     """Everything the monthly DAG does for one spec and month, in one call (CLI path).
 
     One parent run per month (`monthly-<month>`, kind `decision`) holds the side-by-side
     metrics, the decision summary and record; its children are the monitor, tuning and
     comparison runs. A re-run with the same data, commit and spec reuses a complete month
     as recorded and resumes an interrupted one in place; the decision step is idempotent.
+    Once the data checks pass, the run claims (model, month, branch): a second run of the
+    same month waits up to `wait_s` for the first, then fails naming it (claims.ClaimHeld).
     """
-    import mlflow
-
     check_month(month)
     timings = Stopwatch()
-    mode = promotion_mode or spec.promotion.mode
     spark = spark or get_spark()
     client = tracking.client()
     champion = load_champion(spec.name)
@@ -261,10 +201,32 @@ def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = Non
     if champion is not None:
         check_schema(champion[1], prepared, month)
     experiment = tracking.experiment_id(client, spec, PURPOSE)
+    with month_claim(client, experiment, spec, month, wait_s=wait_s):
+        return _run_claimed(spec, month, promotion_mode or spec.promotion.mode, prepared, champion, client,
+                            experiment, spark=spark, progress=progress, dag_run_id=dag_run_id, timings=timings)
+
+
+MONTH_CLAIM_TTL_S, MONTH_CLAIM_HEARTBEAT_S = 180.0, 30.0
+
+
+def month_claim(client, experiment: str, spec: ModelSpec, month: str, *, wait_s: float = 0.0):
+    """Hold (model, month, branch) while a run works on it: tags on the month's experiment."""
+    import hashlib
+
+    branch = spec.origin.get("branch", "none")
+    scope = f"automl.claim.monthly.{month}.{hashlib.sha256(branch.encode()).hexdigest()[:10]}."
+    board = claims.experiment_board(client, experiment, scope)
+    return claims.hold(board, f"the monthly run of {spec.name} {month} ({branch})", wait_s=wait_s,
+                       ttl_s=MONTH_CLAIM_TTL_S, heartbeat_s=MONTH_CLAIM_HEARTBEAT_S)
+
+
+def _run_claimed(spec: ModelSpec, month: str, mode: str, prepared: Prepared, champion, client,
+                 experiment: str, *, spark, progress, dag_run_id, timings: Stopwatch) -> dict:
+    import mlflow
+
     tags = tracking.run_tags(spec, "decision", month, prepared.fingerprint, dag_run_id)
     earlier = _find_run(client, experiment, tags)
     timings.lap("checks")
-
     record = _recorded(client, earlier) if earlier is not None and earlier.info.status == "FINISHED" else None
     fresh = record is None
     if not fresh:
@@ -369,7 +331,7 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
             mlflow.log_figure(plots.comparison_forest(comparisons), "comparison_forest.png")
         for fname, fig in plots.evaluation_figures(spec.task, y, candidate_pred, prepared.classes).items():
             mlflow.log_figure(fig, f"candidate/{fname}")
-    approve, reasons = policy(comparisons, spec, best["holdout_value"])
+    verdict = gates.decide(comparisons, spec, best["holdout_value"], gates.Evidence.of_labels(spec.task, y))
     timings.lap("compare")
 
     record = {
@@ -381,8 +343,9 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
                                                "lift", "trials", "failed")} for e in candidates["leaderboard"]],
         "best": {k: best[k] for k in ("algorithm", "model_uri", "holdout_value", "cv_value")},
         "comparisons": [c.to_dict() for c in comparisons],
-        "policy": {"approve": approve, "reasons": reasons},
+        "policy": verdict.to_dict(),
         "fit_seconds": candidates.get("fit_seconds"),
+        "duplicate_ids": prepared.duplicate_ids,       # data.duplicate_ids: warn, else None
     }
     _log_side_by_side(record)
     return record
@@ -421,6 +384,8 @@ def _decide(spec: ModelSpec, month: str, mode: str, record: dict, progress) -> d
 
     best, runs = record["best"], record["runs"]
     approve, reasons = record["policy"]["approve"], record["policy"]["reasons"]
+    # Records written before the evidence gates carry approve and reasons only.
+    outcome = record["policy"].get("outcome", gates.PROMOTE if approve else gates.KEEP)
     version = promotion.register_candidate(best["model_uri"], spec.name, month=month,
                                            run_id=runs["tuning"],
                                            tags={"automl.algorithm": best["algorithm"]})
@@ -433,13 +398,17 @@ def _decide(spec: ModelSpec, month: str, mode: str, record: dict, progress) -> d
                                        evidence_run_id=runs["month"], reasons=reasons,
                                        measured_against=(record["champion"] or {}).get("version"))
     summary.publish(spec.name, version, runs["month"], text)
-    if mode == "auto" and decision.status == "pending":
+    if outcome == gates.INSUFFICIENT and decision.status == "pending":
+        # In every mode: nobody is asked to approve, and nothing promoted, on thin evidence.
+        decision = promotion.decide(spec.name, version, approve=False, decided_by="policy:evidence",
+                                    status=promotion.INSUFFICIENT_EVIDENCE)
+    elif mode == "auto" and decision.status == "pending":
         decision = promotion.decide(spec.name, version, approve=approve, decided_by="policy:auto")
     elif mode == "shadow" and decision.status == "pending":
         decision = promotion.decide(spec.name, version, approve=False, decided_by="policy:shadow",
                                     reasons=["shadow mode: compared and recorded, never promoted"])
     progress(f"{spec.name} {month}: decision {decision.status} for v{version} ({'; '.join(decision.reasons)})")
-    settled = decision.status in ("approved", "rejected")
+    settled = decision.status in promotion.SETTLED
     return {
         "month": month,
         # As the decision recorded them, so a re-run of an old month reports what happened then.
@@ -521,13 +490,13 @@ def format_history(rows: list[dict], metric: str = "metric") -> str:
         return "-" if value is None else (f"{value:+.4f}" if signed else f"{value:.4f}")
 
     lines = [f"{'month':<8} {'champion':>8} {metric:>9} {'drift':>6}  {'challenger':<18} "
-             f"{'delta [95% CI]':<27} {'decision':<10} {'champion after':>14}"]
+             f"{'delta [95% CI]':<27} {'decision':<25} {'champion after':>14}"]
     for r in rows:
         ci = (f"{num(r['delta'], True)} [{num(r['ci_low'], True)}, {num(r['ci_high'], True)}]"
               if r["delta"] is not None else "-")
         lines.append(f"{r['month']:<8} {('v' + r['champion']) if r['champion'] else '-':>8} "
                      f"{num(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
                      f"{r['challenger'] + ' ' + num(r['challenger_metric']):<18} {ci:<27} "
-                     f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<10} "
+                     f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<25} "
                      f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}")
     return "\n".join(lines)

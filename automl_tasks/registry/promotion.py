@@ -35,21 +35,20 @@ gone and ends `superseded`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import random
 import re
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from automl_tasks.errors import AutomlError
+from automl_tasks.registry import claims
 from automl_tasks.registry.tracking import MAX_TAG, client
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-STATUSES = ("pending", "approved", "rejected", "superseded")
+INSUFFICIENT_EVIDENCE = "insufficient_evidence"   # closed by the policy: too few rows to decide on
+STATUSES = ("pending", "approved", "rejected", "superseded", INSUFFICIENT_EVIDENCE)
+SETTLED = ("approved", "rejected", INSUFFICIENT_EVIDENCE)   # decided on this version's own evidence
 
 PREFIX = "automl.decision."
 RECORD, STATUS, MONTH, DECIDED_BY, REQUESTED, CHAMPION_BEFORE = (
@@ -72,7 +71,7 @@ class Decision:
     model: str                      # registered model name (= spec name)
     version: str                    # the challenger's model version
     month: str                      # YYYY-MM the decision is for
-    status: str                     # pending | approved | rejected | superseded
+    status: str                     # one of STATUSES
     decided_by: str | None          # "policy:auto", "user:alice", None while pending
     reasons: list[str]
     evidence_run_id: str | None     # the MLflow run holding the comparison evidence
@@ -183,24 +182,28 @@ def _open(c, name, version, month, evidence, evidence_run_id, reasons, measured_
 
 
 def decide(name: str, version: str, *, approve: bool, decided_by: str,
-           reasons: list[str] | None = None) -> Decision:
+           reasons: list[str] | None = None, status: str | None = None) -> Decision:
     """Approve (move `champion` here) or reject the pending decision on `version`.
 
+    `status` names a rejection's kind: INSUFFICIENT_EVIDENCE closes the decision without
+    judging the model (the policy found too few rows); default `rejected`.
     Re-applying the recorded outcome returns the recorded decision and changes nothing. Any
     other call on a decision that is no longer pending raises. The module docstring gives
     the write order.
     """
+    if status not in (None, "rejected", INSUFFICIENT_EVIDENCE) or (approve and status):
+        raise AutomlError(f"decide({name!r}, v{version}): status {status!r} is not a rejection kind")
     c, version = client(), str(version)
     if not decided_by or len(decided_by) > 250:
         raise AutomlError(f"decide({name!r}, v{version}): decided_by must be a short non-empty "
                           f"name such as 'user:alice' or 'policy:auto', got {decided_by!r}")
     _model_version(c, name, version)
     with _claim(c, name):
-        return _decide(c, name, version, approve, decided_by, reasons)
+        return _decide(c, name, version, approve, decided_by, reasons, status)
 
 
-def _decide(c, name: str, version: str, approve: bool, decided_by: str, reasons) -> Decision:
-    outcome, verb = ("approved", "approve") if approve else ("rejected", "reject")
+def _decide(c, name: str, version: str, approve: bool, decided_by: str, reasons, status) -> Decision:
+    outcome, verb = ("approved", "approve") if approve else (status or "rejected", "reject")
     mv = _model_version(c, name, version)
     decision = _decision_of(c, mv)
     if decision is None:
@@ -251,6 +254,21 @@ def get_decision(name: str, version: str) -> Decision | None:
     c = client()
     mv = _find(lambda: c.get_model_version(name, str(version)))
     return None if mv is None else _decision_of(c, mv)
+
+
+def require_model(name: str) -> None:
+    """Raise unless `name` is a registered model; reads only (a missing local store is not created)."""
+    from automl_tasks import config
+
+    missing = config.store_missing()
+    if missing is not None:
+        raise AutomlError(f"no registered model {name!r}: there is no MLflow store at {missing} "
+                          "(set MLFLOW_TRACKING_URI to the team's server, or AUTOML_HOME)")
+    c = client()
+    if _find(lambda: c.get_registered_model(name)) is None:
+        known = sorted(m.name for m in c.search_registered_models(max_results=20))
+        raise AutomlError(f"no registered model {name!r} in {config.tracking_uri()}; "
+                          f"models there: {', '.join(known) or 'none'}")
 
 
 def current_champion(name: str) -> str | None:
@@ -363,48 +381,14 @@ def _record_tags(c, decision: Decision) -> None:
     _set_tags(c, decision.model, decision.version, {**index, RECORD: tag})
 
 
-@contextlib.contextmanager
 def _claim(c, name: str):
-    """Run the block as the only open/decide on model `name`.
+    """Run the block as the only open/decide on model `name` (registry/claims.py says how).
 
-    MLflow has no compare-and-set on aliases or tags: two approvals at once could both read
-    the old champion and both move `champion`. So each caller writes its own claim (a tag
-    with a fresh random key on the registered model), then reads all claims, and goes ahead
-    only if there is no other live one; otherwise it withdraws its claim and tries again
-    after a random pause. With linearizable tag writes and reads (one tracking store), two
-    callers cannot both go ahead: whichever wrote its claim second reads the first one's.
-    Both may withdraw at once; the random pauses let one through on a later try. The claim
-    is removed when the block ends; one older than CLAIM_TTL_S was left by a crashed process.
+    MLflow has no compare-and-set on aliases or tags: without it two approvals at once could
+    both read the old champion and both move `champion`.
     """
-    key = CLAIM + uuid.uuid4().hex
-    deadline = time.monotonic() + CLAIM_WAIT_S
-    while True:
-        c.set_registered_model_tag(name, key, _now())
-        others = _other_claims(c, name, key)
-        if not others:
-            break
-        c.delete_registered_model_tag(name, key)
-        if time.monotonic() > deadline:
-            raise AutomlError(f"another decision step on {name} has been running for over "
-                              f"{CLAIM_WAIT_S:.0f}s (registered-model tags {', '.join(others)}); retry later")
-        time.sleep(random.uniform(0.05, 0.5))
-    try:
-        yield
-    finally:
-        _find(lambda: c.delete_registered_model_tag(name, key))
-
-
-def _other_claims(c, name: str, key: str) -> list[str]:
-    """The live claims on the model besides `key`; expired ones are removed."""
-    live = []
-    for tag, at in c.get_registered_model(name).tags.items():
-        if not tag.startswith(CLAIM) or tag == key:
-            continue
-        if (datetime.now(timezone.utc) - datetime.fromisoformat(at)).total_seconds() > CLAIM_TTL_S:
-            _find(lambda tag=tag: c.delete_registered_model_tag(name, tag))
-        else:
-            live.append(tag)
-    return live
+    board = claims.registered_model_board(c, name, CLAIM)
+    return claims.hold(board, f"a decision step on {name}", wait_s=CLAIM_WAIT_S, ttl_s=CLAIM_TTL_S)
 
 
 def _set_tags(c, name: str, version: str, tags: dict[str, str]) -> None:

@@ -32,11 +32,10 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
     """Metrics side by side, the CIs overall and per segment, drift, the policy's reasons, links."""
     metric, champion, best = record["metric"], record["champion"], record["best"]
     policy = record["policy"]
-    verdict = "gates pass" if policy["approve"] else "gates do not pass"
     lines = [f"### {name} {record['month']}: {best['algorithm']} challenger "
              f"{version_link(name, version)} vs "
              f"{'champion v' + champion['version'] if champion else 'no champion yet'}",
-             "", f"Policy: **{verdict}** (promotion mode `{mode}`).", ""]
+             "", f"Policy: {_verdict(policy)}; promotion mode `{mode}`.", ""]
     lines += [f"- {reason}" for reason in policy["reasons"]]
     lines += ["", f"| model | holdout {metric} | CV {metric} | default params | tuning lift |",
               "|---|---|---|---|---|"]
@@ -48,12 +47,14 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
         lines.append(f"| {e['algorithm']}{mark} | {_num(e['holdout_value'])} | {_num(e['cv_value'])} | "
                      f"{_num(e['baseline_value'])} | {_num(e['lift'], signed=True)} |")
     if record["comparisons"]:
-        lines += ["", f"Challenger minus champion ({metric}, paired bootstrap, 95% CI; positive = better):",
-                  "", "| rows | n | delta | 95% CI | p |", "|---|---|---|---|---|"]
+        lines += ["", f"Challenger minus champion ({metric}, paired bootstrap; positive = better; segment "
+                      "intervals Bonferroni-corrected across the gated segments):",
+                  "", "| rows | n | delta | CI | level | p |", "|---|---|---|---|---|---|"]
         for c in record["comparisons"]:
             ci = (f"{_num(c['ci_low'], True)} .. {_num(c['ci_high'], True)}"
                   if c["ci_low"] is not None else c.get("note") or "–")
             lines.append(f"| {c['segment'] or 'all'} | {c['n_rows']} | {_num(c['delta'], True)} | {ci} | "
+                         f"{c.get('confidence', 0.95):.1%} | "
                          f"{'–' if c['p_value'] is None else format(c['p_value'], '.3f')} |")
     study = record.get("ablation")
     if study:
@@ -63,6 +64,10 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
             ci = "–" if r["ci_low"] is None else f"{_num(r['ci_low'], True)} .. {_num(r['ci_high'], True)}"
             verdict = r["verdict"] + (f" ({r['reason']})" if r.get("reason") else "")
             lines.append(f"| {r['feature']} | {_num(r['delta'], True)} | {ci} | {verdict} |")
+    dupes = record.get("duplicate_ids")
+    if dupes:
+        lines += ["", f"Warning: {dupes['ids']} ids appear on more than one row ({dupes['rows']} rows) in the "
+                      "evaluated month; they count once per row in the metrics above."]
     drift = record["drift"]
     lines += ["", f"Drift: {drift['share_drifted']:.0%} of columns drifted"
               + (f" ({', '.join(drift['drifted_columns'])})." if drift["drifted_columns"] else ".")]
@@ -70,6 +75,20 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
     lines += ["", "MLflow: " + ", ".join(f"{step} {run_link(experiment, run_id)}"
                                          for step, run_id in runs.items())]
     return "\n".join(lines)
+
+
+_OUTCOMES = {"promote": "promote", "keep": "keep the champion",
+             "insufficient_evidence": "insufficient evidence: nothing is promoted"}
+
+
+def _verdict(policy: dict) -> str:
+    """What the gates said, which gate decided, on how many rows (older records: pass or not)."""
+    if "outcome" not in policy:
+        return "**gates pass**" if policy["approve"] else "**gates do not pass**"
+    rows = f"{policy['rows']} holdout rows" + (
+        f", {policy['rarest_class_rows']} in the rarest class" if policy.get("rarest_class_rows") is not None else "")
+    gate = "every gate passes" if policy["gate"] == "all" else f"decided by the `{policy['gate']}` gate"
+    return f"**{_OUTCOMES[policy['outcome']]}** ({gate}; {rows})"
 
 
 def publish(name: str, version: str, month_run_id: str, text: str) -> None:

@@ -78,7 +78,7 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
         n_rows, n_folds = sum(prepared.row_counts[m] for m in prepared.window.train), staged.n_folds
     progress(f"{spec.name}: window {prepared.window.train[0]} to {prepared.window.train[-1]} "
              f"({n_rows} rows, {len(prepared.encoding.feature_names)} features), "
-             f"holdout {prepared.window.holdout or 'none'}, validation {spec.validation.method} "
+             f"holdout {prepared.window.describe_holdout()}, validation {spec.validation.method} "
              f"({n_folds} fold(s)), {slots} task slots")
     progress(f"{spec.name}: training path {decision.path} ({decision.reason})")
 
@@ -302,7 +302,8 @@ def _refit_data_parallel(algorithm, params, prepared: Prepared, staged, threads:
     trained = data_parallel.fit(staged, algorithm, spec.task, params, staged.frame,
                                 prepared.encoding.categorical_idx, spec.seed, threads)
     holdout_value = None
-    if prepared.frames.holdout is not None and prepared.row_counts.get(prepared.window.holdout):
+    if prepared.frames.holdout is not None and any(prepared.row_counts.get(m)
+                                                   for m in prepared.window.holdout_months):
         predicted = data_parallel.predict(trained, spec.task, prepared.frames.holdout)
         holdout_value = data_parallel.spark_metric(spec.metric, spec.task, predicted)
     example = staged.frame.select(*staged.features).limit(5).toPandas().to_numpy(dtype=float)

@@ -12,9 +12,13 @@ Grid search takes lists (and scalars) only.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+import types
+import typing
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -75,10 +79,89 @@ def check_space(algorithm: str, search: str, space: dict, fixed: dict) -> list[D
         if ranged:
             raise SpecError(f"algorithms.{algorithm}.space.{ranged[0]}: grid search takes lists of "
                             "values; use search: random or adaptive for ranges")
-    check_params(algorithm, [d.name for d in dims] + list(fixed), where=f"algorithms.{algorithm}")
-    # Values are checked by building one model per extreme of each axis would be costly;
-    # the adapters reject bad values per trial and the trial is recorded as failed.
+    where = f"algorithms.{algorithm}"
+    check_params(algorithm, [d.name for d in dims] + list(fixed), where=where)
+    # A value of the wrong type would fail every trial: refuse it here. Values of the right type
+    # that a library refuses (learning_rate -1, num_leaves 1) fail their own trials, which are
+    # recorded as failed while the search goes on.
+    for d in dims:
+        if d.kind == "choice":
+            for value in d.choices:
+                _check_value(algorithm, d.name, value, where)
+        else:
+            _check_range(algorithm, d, where)
+    for name, value in fixed.items():
+        _check_value(algorithm, name, value, where)
     return dims
+
+
+_TYPE_WORDS = {int: "integers", float: "numbers", str: "text", bool: "true or false"}
+# Spark ML's classifier and regressor behind each algorithm (models/spark_ml.py fits them).
+_SPARK_ESTIMATORS = {"spark_linear": ("LogisticRegression", "LinearRegression"),
+                     "spark_random_forest": ("RandomForestClassifier", "RandomForestRegressor"),
+                     "spark_gbt": ("GBTClassifier", "GBTRegressor")}
+
+
+@cache
+def param_types(algorithm: str) -> dict[str, tuple[type, bool]]:
+    """Parameter -> (int, float, str or bool; whether None is accepted), read from the library:
+    the xgboost / lightgbm scikit-learn signatures' annotations, Spark ML's Param type converters.
+    Parameters of other types (dicts, callables, unions) are left to the library."""
+    if algorithm in _SPARK_ESTIMATORS:
+        from pyspark.ml import classification, regression
+        from pyspark.ml.param import TypeConverters
+
+        converters = {TypeConverters.toInt: int, TypeConverters.toFloat: float,
+                      TypeConverters.toString: str, TypeConverters.toBoolean: bool}
+        found = {}
+        classifier, regressor = _SPARK_ESTIMATORS[algorithm]
+        for cls in (getattr(classification, classifier), getattr(regression, regressor)):
+            for name, param in inspect.getmembers(cls, lambda m: hasattr(m, "typeConverter")):
+                if param.typeConverter in converters:
+                    found.setdefault(name, (converters[param.typeConverter], False))
+        return found
+    if algorithm == "xgboost":
+        import xgboost
+
+        init = xgboost.XGBModel.__init__
+    else:
+        import lightgbm
+
+        init = lightgbm.LGBMModel.__init__
+    found = {}
+    for name, parameter in inspect.signature(init, eval_str=True).parameters.items():
+        annotation = parameter.annotation
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        options = typing.get_args(annotation) if union else (annotation,)
+        rest = [t for t in options if t is not type(None)]
+        if len(rest) == 1 and rest[0] in _TYPE_WORDS:
+            found[name] = (rest[0], len(rest) < len(options))
+    return found
+
+
+def _check_value(algorithm: str, name: str, value, where: str) -> None:
+    """`value` (a listed or fixed one) is of the type the library takes for `name`."""
+    kind, optional = param_types(algorithm).get(name, (None, False))
+    if kind is None or (value is None and optional):
+        return
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:   # bool is an int in Python, never in the libraries
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise SpecError(f"{where}: parameter {name!r} takes {_TYPE_WORDS[kind]}, got {value!r}")
+
+
+def _check_range(algorithm: str, d: Dimension, where: str) -> None:
+    """An {int|uniform|log: [lo, hi]} range is for a numeric parameter; an integer one takes int only."""
+    kind, _ = param_types(algorithm).get(d.name, (None, False))
+    shown = f"{{{d.kind}: [{d.low:g}, {d.high:g}]}}"
+    if kind in (str, bool):
+        raise SpecError(f"{where}: parameter {d.name!r} takes {_TYPE_WORDS[kind]}, got the range {shown}")
+    if kind is int and d.kind != "int":
+        raise SpecError(f"{where}: parameter {d.name!r} takes integers, got {shown}; use {{int: [lo, hi]}}")
 
 
 def grid(dims: list[Dimension]) -> list[dict]:
