@@ -320,10 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from automl_tasks.errors import AutomlError
+    from automl_tasks.progress import show_on_stderr
 
     started = time.monotonic()       # a PoC's time budget counts from here
     args = build_parser().parse_args(argv)
     args.started = started
+    show_on_stderr()
     try:
         # Libraries print to stdout (MLflow's "View run" lines): keep stdout for our result.
         with contextlib.redirect_stdout(sys.stderr):

@@ -1,10 +1,54 @@
-"""Where long jobs report progress unless told otherwise: a line at a time on stderr (stdout
-carries the CLI's --json result, and Airflow's task log shows stderr as it comes)."""
+"""Progress of long jobs: INFO records of the `automl_tasks` logger.
+
+One channel, two renderings: the CLI prints the records on stderr as plain lines
+(`show_on_stderr`; stdout carries the --json result), and an Airflow task's log shows them
+as INFO records. Nothing is printed to stderr directly: Airflow records every byte a task
+writes there at ERROR, which made normal progress look like failures.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
+
+log = logging.getLogger("automl_tasks")
 
 
-def to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def report(line: str) -> None:
+    """The default `progress` callable of every job."""
+    log.info(line)
+
+
+class _PlainLines(logging.Handler):
+    """`line` for INFO, `warning: line` above it, written to the sys.stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno > logging.INFO:
+                text = f"{record.levelname.lower()}: {text}"
+            print(text, file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
+def show_on_stderr() -> None:
+    """CLI: the library's records as readable lines on stderr (once per process)."""
+    if not any(isinstance(h, _PlainLines) for h in log.handlers):
+        log.addHandler(_PlainLines())
+    log.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def stderr_as_info() -> Iterator[None]:
+    """Inside an Airflow task: what libraries print to stderr (MLflow's "Successfully registered
+    model", "Created version") goes to stdout, which Airflow logs at INFO, and Python warnings
+    become WARNING records, instead of all of it landing in the task log as ERROR."""
+    logging.captureWarnings(True)
+    try:
+        with contextlib.redirect_stderr(sys.stdout):
+            yield
+    finally:
+        logging.captureWarnings(False)

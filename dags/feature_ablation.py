@@ -48,6 +48,7 @@ def feature_ablation():
     def ablation(params=None, run_id=None, ti=None) -> dict:
         from automl_tasks.ablation.study import request, run_ablation
         from automl_tasks.paths import confined, specs_in
+        from automl_tasks.progress import stderr_as_info
         from automl_tasks.registry import links
         from automl_tasks.spark import get_spark
         from automl_tasks.spec import load_spec
@@ -59,9 +60,10 @@ def feature_ablation():
             table = str(confined(DATA_DIR, table))
         candidates, tables = request(spark, spec, candidates=params.get("candidates"), table=table,
                                      on=params.get("on"), as_of=params.get("as_of"))
-        summary = run_ablation(spec, params.get("month"), candidates=candidates, tables=tables,
-                               repeats=params.get("repeats"), direction=params["direction"], spark=spark,
-                               dag_run_id=run_id)
+        with stderr_as_info():
+            summary = run_ablation(spec, params.get("month"), candidates=candidates, tables=tables,
+                                   repeats=params.get("repeats"), direction=params["direction"], spark=spark,
+                                   dag_run_id=run_id)
         ti.xcom_push(links.XCOM_KEY, links.task_links(summary["run_id"]))   # its "MLflow run" button
         # Small JSON for XCom: the verdicts and where to read the rest.
         return {"run_id": summary["run_id"], "experiment": summary["experiment"], "base": summary["base"],

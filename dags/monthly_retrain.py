@@ -89,11 +89,13 @@ def monthly_retrain():
         @task
         def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             from automl_tasks.pipelines.monthly import run_monthly
+            from automl_tasks.progress import stderr_as_info
             from automl_tasks.spec import load_spec
 
             month = _month(params, data_interval_start)
             spec = load_spec(spec_path)
-            summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
+            with stderr_as_info():
+                summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
             result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
             _show_links(ti, result)
             return result
@@ -102,13 +104,15 @@ def monthly_retrain():
         pull = f"ti.xcom_pull(task_ids='{EVALUATE}', map_indexes=ti.map_index)"
         approval = ChallengerApproval(
             task_id="approve_challenger",
-            subject=f"Promote {{{{ {pull}['name'] }}}} v{{{{ {pull}['decision']['version'] }}}} to champion?",
+            subject=(f"Promote {{{{ {pull}['name'] }}}} v{{{{ {pull}['decision']['version'] }}}} "
+                     f"for {{{{ {pull}['month'] }}}} to champion?"),
             body=f"{{{{ {pull}['decision']['summary'] }}}}",   # markdown: metrics, CIs, drift, links
             options=[APPROVE, REJECT],
         )
 
         @task
         def apply_decision(result: dict, answer: dict | None, ti=None) -> dict:
+            from automl_tasks.progress import stderr_as_info
             from automl_tasks.registry import promotion
 
             _show_links(ti, result)
@@ -116,9 +120,10 @@ def monthly_retrain():
                 return {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
             who = answer.get("responded_by_user") or {}
             person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
-            decision = promotion.decide(result["name"], result["decision"]["version"],
-                                        approve=answer["chosen_options"] == [APPROVE],
-                                        decided_by=f"user:{person or 'unknown'}")
+            with stderr_as_info():
+                decision = promotion.decide(result["name"], result["decision"]["version"],
+                                            approve=answer["chosen_options"] == [APPROVE],
+                                            decided_by=f"user:{person or 'unknown'}")
             return {"status": decision.status, "champion_after": decision.champion_after}
 
         @task
@@ -134,10 +139,12 @@ def monthly_retrain():
             if inside.startswith(".."):
                 raise AirflowSkipException(f"{spec_path} is not inside AUTOML_SPECS_REPO {SPECS_REPO}")
             from automl_tasks.pipelines.branches import compare_branches
+            from automl_tasks.progress import stderr_as_info
             from automl_tasks.registry import links
 
-            result = compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
-                                      refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
+            with stderr_as_info():
+                result = compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
+                                          refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
             ti.xcom_push(links.XCOM_KEY, links.task_links(result["run_id"]))
             return result
 

@@ -82,12 +82,14 @@ def poc_automl():
     def run(request: dict, run_id=None, ti=None) -> dict:
         from automl_tasks.poc.request import PocRequest
         from automl_tasks.poc.run import run_poc
+        from automl_tasks.progress import stderr_as_info
         from automl_tasks.registry import links
 
         roots = os.environ.get("AUTOML_DATA_ROOTS")
         roots = roots.split(os.pathsep) if roots else [DATA_DIR, INBOX]
-        summary = run_poc(PocRequest(**{k: v for k, v in request.items() if v is not None}), roots=roots,
-                          dag_run_id=run_id)
+        with stderr_as_info():
+            summary = run_poc(PocRequest(**{k: v for k, v in request.items() if v is not None}), roots=roots,
+                              dag_run_id=run_id)
         ti.xcom_push(links.XCOM_KEY, links.task_links(summary["run_id"]))   # its "MLflow run" button
         # Small JSON for XCom: the leaderboard and where to read the rest.
         return {"run_id": summary["run_id"], "experiment": summary["experiment"], "task_note": summary["task_note"],

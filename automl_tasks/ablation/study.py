@@ -28,7 +28,7 @@ import numpy as np
 
 from automl_tasks.ablation.stats import Interval, corrected_t, verdict
 from automl_tasks.errors import DataError, SpecError, TuningError
-from automl_tasks.progress import to_stderr
+from automl_tasks.progress import report
 from automl_tasks.spec import JoinSpec, ModelSpec, ValidationSpec, check_month
 
 PURPOSE = "ablation"
@@ -76,7 +76,7 @@ class Plan:
 def run_ablation(spec: ModelSpec, month: str | None = None, *, candidates: list[str] | None = None,
                  tables: list[JoinSpec | dict] | None = None, repeats: int | None = None,
                  folds: int | None = None, direction: str = "add", spark=None,
-                 progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
+                 progress: Callable[[str], None] = report, dag_run_id: str | None = None) -> dict:
     """Run one study and log it to MLflow (`<name>/ablation`); returns the --json summary.
 
     candidates: columns to try (default `ablation.candidates`, else every column of the

@@ -37,7 +37,7 @@ from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
 from automl_tasks.pipelines.monthly import (PURPOSE, align_classes, candidate_summary, compare_models,
                                             holdout_rows, tuned_candidates)
-from automl_tasks.progress import to_stderr
+from automl_tasks.progress import report
 from automl_tasks.registry import tracking
 from automl_tasks.registry.champion import load_run_model
 from automl_tasks.spark import get_spark
@@ -51,7 +51,7 @@ RESULT_ARTIFACT = "branches.json"
 
 
 def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "master"), spark=None,
-                     progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
+                     progress: Callable[[str], None] = report, dag_run_id: str | None = None) -> dict:
     """Tune `spec_path` as it is at each of `refs` and compare the two best models on `month`.
 
     `refs[0]` is the candidate, `refs[1]` the baseline; a positive delta means the
@@ -77,7 +77,7 @@ def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "mast
 
 
 def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "master"), spark=None,
-                        progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None) -> dict:
+                        progress: Callable[[str], None] = report, dag_run_id: str | None = None) -> dict:
     """Compare the models two deployments tuned for `month` (their runs' `automl.branch` tags).
 
     Each deployment's latest FINISHED tuning run for the month in `<name>/monthly` is

@@ -22,7 +22,7 @@ from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.data.windows import holdout_months, shift_month
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
-from automl_tasks.progress import to_stderr
+from automl_tasks.progress import report
 from automl_tasks.registry import claims, promotion, tracking
 from automl_tasks.registry import policy as gates
 from automl_tasks.registry.champion import ScoredModel, load_champion, load_run_model
@@ -181,7 +181,7 @@ RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evalua
 
 
 def run_monthly(spec: ModelSpec, month: str, *, promotion_mode: str | None = None, spark=None,
-                progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None,
+                progress: Callable[[str], None] = report, dag_run_id: str | None = None,
                 wait_s: float = 0.0) -> dict:
     """Everything the monthly DAG does for one spec and month, in one call (CLI path).
 

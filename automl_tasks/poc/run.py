@@ -35,7 +35,7 @@ import numpy as np
 from automl_tasks import config
 from automl_tasks.errors import DataError
 from automl_tasks.poc.request import DEFAULTS, PocRequest, resolve
-from automl_tasks.progress import to_stderr
+from automl_tasks.progress import report
 
 PURPOSE = "poc"
 MAX_EXPLORE_ROWS = 50_000
@@ -60,7 +60,7 @@ class Budget:
 
 
 def run_poc(request: PocRequest, *, roots: list | None = None, spark=None,
-            progress: Callable[[str], None] = to_stderr, dag_run_id: str | None = None,
+            progress: Callable[[str], None] = report, dag_run_id: str | None = None,
             started: float | None = None) -> dict:
     """The whole PoC; returns the summary `automl-tasks poc --json` prints.
 

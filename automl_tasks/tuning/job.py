@@ -20,7 +20,7 @@ from automl_tasks.data.prepare import Prepared, prepare
 from automl_tasks.errors import SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric, is_better
 from automl_tasks.models import adapters, export, scoring
-from automl_tasks.progress import to_stderr
+from automl_tasks.progress import report
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark, task_slots
 from automl_tasks.spec import ModelSpec, check_month
@@ -40,7 +40,7 @@ def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: 
 
 
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
-         spark=None, progress: Callable[[str], None] = to_stderr, purpose: str = "tuning",
+         spark=None, progress: Callable[[str], None] = report, purpose: str = "tuning",
          warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None,
          prepared: Prepared | None = None, deadline: float | None = None,
          resume: str | None = None) -> dict:

@@ -1,0 +1,37 @@
+"""Progress is INFO logging: plain lines in the CLI, INFO records in Airflow, never stderr prints."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+
+from automl_tasks.progress import report, stderr_as_info
+
+
+def test_progress_is_an_info_record_of_the_library_logger(caplog):
+    with caplog.at_level(logging.INFO, logger="automl_tasks"):
+        report("xgboost trial 1/4 areaUnderROC=0.8 best=0.8 eta 3s")
+    [record] = [r for r in caplog.records if r.name == "automl_tasks"]
+    assert record.levelno == logging.INFO and record.getMessage().startswith("xgboost trial 1/4")
+
+
+def test_the_cli_prints_records_as_plain_lines_and_warnings_with_their_level():
+    code = ("import logging; from automl_tasks.progress import report, show_on_stderr; show_on_stderr(); "
+            "report('lightgbm trial 2/8 eta 5s'); logging.getLogger('automl_tasks.data').warning('3 duplicated ids')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == ["lightgbm trial 2/8 eta 5s", "warning: 3 duplicated ids"]
+
+
+def test_in_a_task_library_stderr_goes_to_stdout_and_warnings_to_logging(capsys, caplog):
+    with caplog.at_level(logging.WARNING, logger="py.warnings"), stderr_as_info():
+        print("Successfully registered model 'm'.", file=sys.stderr)      # what MLflow's eprint does
+        warnings.warn("a deprecated call", UserWarning, stacklevel=1)
+    out = capsys.readouterr()
+    assert "Successfully registered model 'm'." in out.out and out.err == ""
+    assert any("a deprecated call" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    print("after", file=sys.stderr)
+    assert capsys.readouterr().err == "after\n"                           # restored on exit
