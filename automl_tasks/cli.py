@@ -206,6 +206,8 @@ def _demo_specs_repo(repo: str, spec_file: str, written: dict) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from automl_tasks.models import algorithms
+
     parser = argparse.ArgumentParser(prog="automl-tasks", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -292,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: inferred from the label (and said so)")
     poc.add_argument("--metric", help="default per task: areaUnderROC | logLoss | rmse")
     poc.add_argument("--time-budget", type=float, default=300.0, help="seconds for the whole PoC (default 300)")
-    poc.add_argument("--algorithms", help="comma-separated; default xgboost, lightgbm, spark_linear, "
-                                          "spark_random_forest, spark_gbt (not for multiclass)")
+    poc.add_argument("--algorithms", help="comma-separated; default: every one that fits the task, of "
+                                          + ", ".join(algorithms.names()))
     poc.add_argument("--validation", default="cv", help="cv, cv:K, split or split:RATIO (default cv: 3 folds)")
     poc.add_argument("--test", help="test data with the same columns (the label optional): predictions")
     poc.add_argument("--segment", help="segment column: per-segment models compared with the global one")

@@ -17,10 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from automl_tasks.errors import SpecError
-from automl_tasks.models.spark_ml import SPARK_ALGORITHMS
+from automl_tasks.models import algorithms
 
 Task = Literal["binary", "multiclass", "regression"]
-ALGORITHMS = ("xgboost", "lightgbm", *SPARK_ALGORITHMS)
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -182,10 +181,10 @@ class ModelSpec(_Strict):
     @classmethod
     def _known_algorithms(cls, value: dict) -> dict:
         if not value:
-            raise ValueError(f"list at least one algorithm ({', '.join(ALGORITHMS)})")
-        unknown = sorted(set(value) - set(ALGORITHMS))
+            raise ValueError(f"list at least one algorithm ({', '.join(algorithms.names())})")
+        unknown = sorted(set(value) - set(algorithms.names()))
         if unknown:
-            raise ValueError(f"unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
+            raise ValueError(f"unknown algorithm {unknown[0]!r}; known: {', '.join(algorithms.names())}")
         return value
 
     @model_validator(mode="after")
@@ -198,9 +197,9 @@ class ModelSpec(_Strict):
         check_metric(self.metric, self.task)
         for algorithm, algo_spec in self.algorithms.items():
             check_space(algorithm, algo_spec.search, algo_spec.space, algo_spec.fixed)
-        if "spark_gbt" in self.algorithms and self.task == "multiclass":
-            raise ValueError("algorithm 'spark_gbt' fits binary and regression labels only (Spark's GBT "
-                             "has no multiclass)")
+        for algorithm in self.algorithms:
+            if not algorithms.get(algorithm).fits(self.task):
+                raise ValueError(algorithms.get(algorithm).task_refusal())
         if self.validation.method == "time" and not (self.data.timestamp or self.data.month_column):
             raise ValueError("validation.method 'time' needs data.timestamp or data.month_column")
         if self.validation.method == "time" and self.validation.months >= self.window.train_months:
@@ -231,12 +230,12 @@ class ModelSpec(_Strict):
 
 def data_parallel_blocker(spec: ModelSpec) -> str | None:
     """Why `spec` cannot train data-parallel, or None (auto then keeps per_trial)."""
-    from automl_tasks.tuning.training_path import DATA_PARALLEL_ALGORITHMS
+    from automl_tasks.tuning.training_path import data_parallel_algorithms
 
-    others = [a for a in spec.algorithms if a not in DATA_PARALLEL_ALGORITHMS]
+    others = [a for a in spec.algorithms if a not in data_parallel_algorithms()]
     if others:
         return (f"algorithm {others[0]!r} has no data-parallel path (only "
-                f"{', '.join(DATA_PARALLEL_ALGORITHMS)})")
+                f"{', '.join(data_parallel_algorithms())})")
     if spec.validation.method == "given":
         return "validation.method 'given' is not supported (use cv, split or time)"
     return None

@@ -149,12 +149,13 @@ def run_floor(algorithm, folds, categorical) -> dict:
 
 
 def run_gridsearch(algorithm, folds, categorical) -> dict:
+    import importlib
+
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
-    from automl_tasks.models import adapters
-
-    estimator = adapters._estimator(algorithm, "binary", {"n_estimators": N_ESTIMATORS}, 1, SEED,
-                                    categorical, folds.X.shape[1])
+    family = importlib.import_module(f"automl_tasks.models.algorithms.{algorithm}")   # its estimator
+    estimator = family.estimator("binary", {"n_estimators": N_ESTIMATORS}, 1, SEED, categorical,
+                                 folds.X.shape[1])
     fit_params = {"categorical_feature": categorical} if algorithm == "lightgbm" else {}
     search = GridSearchCV(estimator, GRIDS[algorithm], scoring="roc_auc", n_jobs=2,
                           cv=PredefinedSplit(folds.fold_ids), refit=False)

@@ -21,10 +21,12 @@ from pathlib import Path
 from airflow.sdk import Asset, AssetWatcher, Param, dag, task
 from poc_inbox_trigger import PocInboxTrigger
 
+from automl_tasks.models import algorithms
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("AUTOML_DATA_DIR", str(ROOT / "data"))
 INBOX = os.environ.get("AUTOML_POC_INBOX", str(Path(DATA_DIR) / "poc_inbox"))
-ALGORITHMS = ["xgboost", "lightgbm", "spark_linear", "spark_random_forest", "spark_gbt"]
+ALGORITHMS = list(algorithms.names())
 FORM = ("data", "label", "task", "metric", "time_budget_s", "algorithms", "validation", "test", "segment",
         "name", "max_trials")
 

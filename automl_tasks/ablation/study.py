@@ -504,14 +504,13 @@ def _result_line(r: dict) -> str:
 
 def shap_values(model, algorithm: str, X: np.ndarray) -> np.ndarray:
     """Mean |SHAP| per feature from the library's own TreeSHAP (classes summed)."""
-    if algorithm == "xgboost":
-        import xgboost as xgb
+    from automl_tasks.models import algorithms
 
-        booster = model.get_booster()
-        matrix = xgb.DMatrix(X, feature_types=booster.feature_types, enable_categorical=True)
-        contrib = np.asarray(booster.predict(matrix, pred_contribs=True))
-    else:
-        contrib = np.asarray(model.booster_.predict(X, pred_contrib=True))
+    tree_shap = algorithms.get(algorithm).shap
+    if tree_shap is None:
+        raise SpecError(f"algorithm {algorithm!r} has no native TreeSHAP, which the ablation study's "
+                        "importance table needs")
+    contrib = tree_shap(model, X)
     p = X.shape[1]
     contrib = contrib.reshape(X.shape[0], -1, p + 1)[:, :, :p]   # (rows, classes, features); bias dropped
     return np.abs(contrib).sum(axis=1).mean(axis=0)

@@ -1,8 +1,9 @@
-"""Score an exported model with plain xgboost / lightgbm: no automl_tasks, no Spark.
+"""Score an exported model with its own library alone (xgboost, lightgbm, ...): no automl_tasks, no Spark.
 
-This file is copied next to every exported model as `predict.py`. It imports only
-json, numpy and the model's own library, and applies the encoding recorded in
-metadata.json exactly as the training pipeline did:
+This file is copied next to every exported model as `predict.py`, its `raw_predict` replaced
+by the model's algorithm's own (models/export.py). It imports only json, numpy and the
+model's own library, and applies the encoding recorded in metadata.json exactly as the
+training pipeline did:
   numeric: float, null/NaN -> the recorded fill value (when imputation was on);
   categorical: str(value) -> its index in the recorded categories; null or a
   category unseen in training -> len(categories), the same bucket Spark uses.
@@ -57,22 +58,16 @@ def encode(meta: dict, rows: list[dict]) -> np.ndarray:
     return X
 
 
+def raw_predict(path: str, meta: dict, X: np.ndarray) -> np.ndarray:
+    """The model file's output for X (binary: P(class 1)). In predict.py, the algorithm's own."""
+    from automl_tasks.models import algorithms
+
+    return algorithms.get(meta["algorithm"]).native.portable[-1](path, meta, X)
+
+
 def predict_matrix(model_dir, meta: dict, X: np.ndarray) -> np.ndarray:
     """Probabilities (n, classes) for classifiers, values (n,) for regression."""
-    path = str(Path(model_dir) / meta["booster_file"])
-    if meta["algorithm"] == "xgboost":
-        import xgboost as xgb
-
-        booster = xgb.Booster(model_file=path)
-        types = ["c" if f in meta["categorical"] else "q" for f in meta["feature_names"]]
-        matrix = xgb.DMatrix(X, feature_names=meta["feature_names"], feature_types=types,
-                             enable_categorical=True)
-        out = booster.predict(matrix)
-    else:
-        import lightgbm as lgb
-
-        out = lgb.Booster(model_file=path).predict(X)
-    out = np.asarray(out, dtype=np.float64)
+    out = np.asarray(raw_predict(str(Path(model_dir) / meta["booster_file"]), meta, X), dtype=np.float64)
     if meta["task"] == "binary":
         return np.column_stack([1.0 - out, out])
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -46,40 +47,36 @@ def predict(model, meta: dict, X: np.ndarray) -> np.ndarray:
 class NativeModel:
     """An exported model folder (models/export.py) loaded back: metadata, predict, importance.
 
-    Boosters are read with plain xgboost / lightgbm (portable.py), Spark ML pipelines with Spark.
+    Predictions go through predict.py's own code (portable.py) where the folder has one, else
+    (Spark ML) through the model its family reads back from the folder.
     """
 
     def __init__(self, model_dir):
-        from automl_tasks.models import portable, spark_ml
+        from automl_tasks.models import algorithms, portable
 
         self.dir = str(model_dir)
         self.meta = portable.load_metadata(model_dir)
         self.algorithm = self.meta["algorithm"]
-        self._spark = None
-        if spark_ml.is_spark(self.algorithm):
-            self._spark = spark_ml.load(f"{self.dir}/{self.meta['booster_file']}", self.algorithm,
-                                        self.meta["task"], len(self.meta["feature_names"]))
+        self._native = algorithms.get(self.algorithm).native
+
+    @functools.cached_property
+    def model(self):
+        return self._native.load(f"{self.dir}/{self.meta['booster_file']}", self.meta)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n, k) for classification, values (n,) for regression, as adapters.predict."""
         from automl_tasks.models import portable
 
-        if self._spark is not None:
-            return adapters.predict(self._spark, self.meta["task"], X)
-        return portable.predict_matrix(self.dir, self.meta, X)
+        if self._native.portable:
+            return portable.predict_matrix(self.dir, self.meta, X)
+        return adapters.predict(self.model, self.meta["task"], X)
 
     def importance(self) -> dict[str, float]:
+        """By feature name, as adapters.importance; empty for an algorithm that has none."""
+        from automl_tasks.models import algorithms
+
+        if algorithms.get(self.algorithm).importance is None:
+            return {}
         names = self.meta["feature_names"]
-        if self._spark is not None:
-            categorical = [i for i, f in enumerate(names) if f in self.meta["categorical"]]
-            return adapters.importance(self._spark, self.algorithm, names, categorical)
-        path = f"{self.dir}/{self.meta['booster_file']}"
-        if self.algorithm == "xgboost":
-            import xgboost as xgb
-
-            scores = xgb.Booster(model_file=path).get_score(importance_type="total_gain")
-            return {name: float(scores.get(name, 0.0)) for name in names}
-        import lightgbm as lgb
-
-        gains = lgb.Booster(model_file=path).feature_importance(importance_type="gain")
-        return {name: float(g) for name, g in zip(names, gains)}
+        categorical = [i for i, f in enumerate(names) if f in self.meta["categorical"]]
+        return adapters.importance(self.model, self.algorithm, names, categorical)

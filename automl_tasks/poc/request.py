@@ -15,47 +15,18 @@ from pathlib import Path
 import yaml
 
 from automl_tasks.errors import DataError, SpecError
-from automl_tasks.models.spark_ml import SPARK_ALGORITHMS
+from automl_tasks.models import algorithms as registry
 
-BOOSTERS = ("xgboost", "lightgbm")
-ALL_ALGORITHMS = (*BOOSTERS, *SPARK_ALGORITHMS)
 MAX_INTEGER_CLASSES = 20          # an integer label with more values is a regression target
 DEFAULT_BUDGET_S = 300.0
-# The floor a budget must clear: exploration and reports, plus one wave per algorithm.
-# Measured on a shared 2-core machine (bench/RESULTS.md): Spark start, checks and exploration
-# take ~60-90 s; one Spark ML trial (3 folds, on the driver) with its refit ~30-40 s.
+# The floor a budget must clear: exploration and reports, plus one wave per algorithm (each
+# algorithm's `min_seconds`). Measured on a shared 2-core machine (bench/RESULTS.md): Spark
+# start, checks and exploration take ~60-90 s.
 FIXED_SECONDS = 60.0
-MIN_SECONDS = {"xgboost": 10.0, "lightgbm": 10.0, "spark_linear": 40.0, "spark_random_forest": 40.0,
-               "spark_gbt": 40.0}
-
-# Search spaces sized for small data; every search is adaptive (Optuna TPE) and stopped by
-# its share of the time budget, not by its trial count. DEFAULTS (the libraries' own values
-# on these axes) are every search's first trial, so a short budget still scores them.
-SPACES = {
-    "xgboost": {"space": {"max_depth": {"int": [2, 8]}, "learning_rate": {"log": [0.02, 0.3]},
-                          "n_estimators": {"int": [50, 300]}, "subsample": {"uniform": [0.6, 1.0]},
-                          "colsample_bytree": {"uniform": [0.6, 1.0]},
-                          "min_child_weight": {"log": [0.5, 10.0]}}},
-    "lightgbm": {"space": {"num_leaves": {"int": [4, 64]}, "learning_rate": {"log": [0.02, 0.3]},
-                           "n_estimators": {"int": [50, 300]}, "min_child_samples": {"int": [5, 50]},
-                           "colsample_bytree": {"uniform": [0.6, 1.0]}}},
-    "spark_linear": {"space": {"regParam": {"log": [1e-4, 1.0]}, "elasticNetParam": {"uniform": [0.0, 1.0]}},
-                     "fixed": {"maxIter": 50}},
-    "spark_random_forest": {"space": {"numTrees": {"int": [20, 100]}, "maxDepth": {"int": [3, 10]}}},
-    "spark_gbt": {"space": {"maxIter": {"int": [10, 40]}, "maxDepth": {"int": [2, 6]},
-                            "stepSize": {"log": [0.03, 0.3]}}},
-}
-
-
-DEFAULTS = {
-    "xgboost": {"max_depth": 6, "learning_rate": 0.3, "n_estimators": 100, "subsample": 1.0,
-                "colsample_bytree": 1.0, "min_child_weight": 1.0},
-    "lightgbm": {"num_leaves": 31, "learning_rate": 0.1, "n_estimators": 100, "min_child_samples": 20,
-                 "colsample_bytree": 1.0},
-    "spark_linear": {"regParam": 1e-4, "elasticNetParam": 0.0},
-    "spark_random_forest": {"numTrees": 20, "maxDepth": 5},
-    "spark_gbt": {"maxIter": 20, "maxDepth": 5, "stepSize": 0.1},
-}
+# Every search is adaptive (Optuna TPE) over its algorithm's default space (sized for small
+# data), stopped by its share of the time budget, not by its trial count. The libraries' own
+# values on those axes (`defaults`) are every search's first trial, so a short budget still
+# scores them.
 
 
 @dataclass
@@ -130,17 +101,18 @@ def parse_validation(text: str) -> dict:
 
 def choose_algorithms(requested: list[str] | None, task: str) -> list[str]:
     if not requested:
-        return [a for a in ALL_ALGORITHMS if not (a == "spark_gbt" and task == "multiclass")]
-    unknown = [a for a in requested if a not in ALL_ALGORITHMS]
+        return list(registry.names_for(task, poc_default=True))
+    unknown = [a for a in requested if a not in registry.names()]
     if unknown:
-        raise SpecError(f"unknown algorithm {unknown[0]!r}; choose from {', '.join(ALL_ALGORITHMS)}")
-    if "spark_gbt" in requested and task == "multiclass":
-        raise SpecError("algorithm 'spark_gbt' cannot fit a multiclass label (Spark's GBT is binary only)")
+        raise SpecError(f"unknown algorithm {unknown[0]!r}; choose from {', '.join(registry.names())}")
+    for name in requested:
+        if not registry.get(name).fits(task):
+            raise SpecError(registry.get(name).task_refusal())
     return list(dict.fromkeys(requested))
 
 
 def minimum_budget(algorithms: list[str]) -> float:
-    return FIXED_SECONDS + sum(MIN_SECONDS[a] for a in algorithms)
+    return FIXED_SECONDS + sum(registry.get(a).min_seconds for a in algorithms)
 
 
 def check_budget(budget_s: float, algorithms: list[str]) -> None:
@@ -149,7 +121,7 @@ def check_budget(budget_s: float, algorithms: list[str]) -> None:
         raise SpecError(f"time budget {budget_s:g}s is too small for any fit of {len(algorithms)} "
                         f"algorithm(s) ({', '.join(algorithms)}): give at least {need:g}s "
                         f"({FIXED_SECONDS:g}s for exploration and reports, "
-                        + ", ".join(f"{MIN_SECONDS[a]:g}s for {a}" for a in algorithms)
+                        + ", ".join(f"{registry.get(a).min_seconds:g}s for {a}" for a in algorithms)
                         + "), or fewer algorithms")
 
 
@@ -225,7 +197,7 @@ def resolve(spark, request: PocRequest, roots: list) -> Plan:
         "validation": parse_validation(request.validation),
         "seed": request.seed,
         "algorithms": {a: {"search": "adaptive", "trials": request.max_trials or 10_000, "seed": request.seed,
-                           **SPACES[a]} for a in algorithms},
+                           **registry.get(a).space} for a in algorithms},
     }
     if request.segment:
         raw["segment"] = request.segment

@@ -34,7 +34,8 @@ import numpy as np
 
 from automl_tasks import config
 from automl_tasks.errors import DataError
-from automl_tasks.poc.request import DEFAULTS, PocRequest, resolve
+from automl_tasks.models import algorithms
+from automl_tasks.poc.request import PocRequest, resolve
 from automl_tasks.progress import report
 
 PURPOSE = "poc"
@@ -204,8 +205,9 @@ def _run(spark, plan, prepared, folds, exploration, budget: Budget, slots, out: 
     deadline = time.monotonic() + budget.left() - reserve
     progress(f"{spec.name}: {budget.elapsed():.0f}s used by checks and exploration; tuning until "
              f"{deadline - time.monotonic():.0f}s from now, {reserve:.0f}s kept for evaluation and reports")
+    defaults = {a: [algorithms.get(a).defaults] for a in spec.algorithms}
     tuned = tune(spec, None, spark=spark, progress=progress, purpose=PURPOSE, dag_run_id=dag_run_id,
-                 prepared=prepared, deadline=deadline, warm_start={a: [DEFAULTS[a]] for a in spec.algorithms})
+                 prepared=prepared, deadline=deadline, warm_start=defaults)
     timings["tuning"] = round(budget.elapsed() - sum(timings.values()), 2)
 
     # The candidates the algorithm check and the segment study need go first, then the checks,
@@ -377,7 +379,9 @@ def segment_study(spark, plan, prepared, folds, tuned, oofs: dict, budget: Budge
     if not spec.segment:
         return None
     best = tuned["best"]["algorithm"]
-    boosters = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] in ("xgboost", "lightgbm")]
+    # Segment models fit inside Spark tasks (applyInPandas): not the driver-fitted algorithms.
+    in_tasks = [a for a in algorithms.names() if not algorithms.get(a).fits_on_driver]
+    boosters = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] in in_tasks]
     booster = None
     for entry in boosters:
         if booster is None or is_better(spec.metric, entry["cv_value"], booster["cv_value"]):
@@ -386,7 +390,7 @@ def segment_study(spark, plan, prepared, folds, tuned, oofs: dict, budget: Budge
     n_segments = len(set(labels))
     reason = None
     if booster is None:
-        reason = "no xgboost or lightgbm candidate to train per segment"
+        reason = f"no {' or '.join(in_tasks)} candidate to train per segment"
     elif best not in oofs:
         reason = f"the global model ({best}) has no out-of-fold predictions (time budget)"
     elif not budget.fits(oof_estimate(booster, folds.n_folds) * n_segments / slots + 5.0, keep_s=REPORT_SECONDS):

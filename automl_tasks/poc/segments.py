@@ -8,8 +8,8 @@ rows. Each segment gets the paired bootstrap delta (positive = the segment model
 better) with a Bonferroni-widened interval (95% over all segments together); a
 per-segment model is recommended only where that interval lies above zero.
 
-The segment models use the best booster of the leaderboard (xgboost / lightgbm fit
-inside Spark tasks; Spark ML models cannot) with its tuned params, not a re-tuning.
+The segment models use the best algorithm of the leaderboard that fits inside Spark tasks
+(not the driver-fitted Spark ML ones) with its tuned params, not a re-tuning.
 """
 
 from __future__ import annotations

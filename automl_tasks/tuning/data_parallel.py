@@ -2,7 +2,8 @@
 
 The window is a Spark DataFrame (feature columns x0..x{n-1}, label `y`, fold id
 `fold`, as `prepare.encoded_frame` and `validation.fold_column` make it) and is never
-collected: xgboost trains with `xgboost.spark` (its own barrier stage and tracker),
+collected: each algorithm with a data-parallel path (its family's `DataParallel`) trains on
+it across the executors: xgboost with `xgboost.spark` (its own barrier stage and tracker),
 LightGBM with `models.lightgbm_distributed` (barrier tasks, LightGBM's socket network).
 Validation rows are predicted on Spark and scored by Spark's own evaluators (the same
 definitions as `evaluation.metrics`, so the two paths' values compare); `mape`, which
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from automl_tasks.errors import TuningError
-from automl_tasks.spark import job_failure
-from automl_tasks.tuning.training_path import DATA_PARALLEL_ALGORITHMS
+from automl_tasks.models import algorithms
+from automl_tasks.tuning.training_path import data_parallel_algorithms
 
 LABEL, FOLD = "y", "fold"
 
@@ -93,40 +94,12 @@ def fit_fold(window: SparkWindow, algorithm: str, task: str, metric: str, params
 def fit(window: SparkWindow, algorithm: str, task: str, params: dict, rows, categorical: list[int],
         seed: int, threads: int = 1):
     """One model on `rows` across `window.workers` tasks: a DataParallelModel."""
-    if algorithm not in DATA_PARALLEL_ALGORITHMS:
+    trainer = algorithms.get(algorithm).data_parallel
+    if trainer is None:
         raise TuningError(f"algorithm {algorithm!r} has no data-parallel path "
-                          f"(only {', '.join(DATA_PARALLEL_ALGORITHMS)})")
-    if algorithm == "xgboost":
-        return _fit_xgboost(window, task, params, rows, categorical, seed)
-    from automl_tasks.models import lightgbm_distributed
-
-    booster = lightgbm_distributed.train(
-        rows, features=window.features, label=LABEL, task=task, params=params,
-        num_workers=window.workers, categorical=categorical, n_classes=window.n_classes, seed=seed,
-        threads_per_task=threads)
-    return DataParallelModel("lightgbm", booster, window.features)
-
-
-def _fit_xgboost(window: SparkWindow, task: str, params: dict, rows, categorical: list[int], seed: int):
-    import logging
-
-    from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
-
-    # Its INFO lines (params) and, in every worker, each boosting round's training loss
-    # (`verbose`, on by default) would drown the progress output.
-    logging.getLogger("XGBoost-PySpark").setLevel(logging.WARNING)
-    cats = set(categorical)
-    types = ["c" if i in cats else "q" for i in range(window.n_features)]
-    params = {"n_estimators": 100, "random_state": seed, "tree_method": "hist", **params}
-    cls = SparkXGBRegressor if task == "regression" else SparkXGBClassifier
-    estimator = cls(features_col=window.features, label_col=LABEL, num_workers=window.workers,
-                    feature_types=types, verbose=False, **params)
-    try:
-        model = estimator.fit(rows)
-    except Exception as exc:
-        raise TuningError(f"xgboost.spark training on {window.workers} workers failed: "
-                          f"{job_failure(exc)}") from exc
-    return DataParallelModel("xgboost", model.get_booster(), window.features)
+                          f"(only {', '.join(data_parallel_algorithms())})")
+    booster = trainer.fit(window, task, params, rows, categorical, seed, threads)
+    return DataParallelModel(algorithm, booster, window.features)
 
 
 @dataclass
@@ -137,55 +110,22 @@ class DataParallelModel:
     features: list[str]
 
     def model_bytes(self) -> bytes:
-        if self.algorithm == "xgboost":
-            return bytes(self.booster.save_raw("ubj"))
-        return self.booster.model_to_string().encode()
+        return algorithms.get(self.algorithm).data_parallel.to_bytes(self.booster)
 
 
 def to_estimator(model: DataParallelModel, task: str, params: dict, n_classes: int | None):
     """The scikit-learn estimator `adapters.fit` would have returned, around the trained booster,
     so export, the MLflow flavors and `adapters.predict` treat both paths' models alike."""
-    import lightgbm as lgb
-    import xgboost as xgb
-    from sklearn.preprocessing import LabelEncoder
-
-    regression = task == "regression"
-    if model.algorithm == "xgboost":
-        estimator = (xgb.XGBRegressor if regression else xgb.XGBClassifier)()
-        estimator.load_model(bytearray(model.model_bytes()))   # restores objective and classes
-        return estimator
-    # LightGBM has no public way to wrap a booster: these are the attributes its scikit-learn
-    # predict, predict_proba, booster_ and objective_ read (lightgbm 4.x; tests/test_data_parallel.py).
-    booster = model.booster
-    estimator = (lgb.LGBMRegressor if regression else lgb.LGBMClassifier)(**params)
-    estimator._Booster, estimator.fitted_ = booster, True
-    estimator._n_features = estimator._n_features_in = booster.num_feature()
-    estimator._objective = booster.params.get("objective", task)
-    if not regression:
-        estimator._le = LabelEncoder().fit(np.arange(n_classes))
-        estimator._classes, estimator._n_classes = estimator._le.classes_, n_classes
-    return estimator
+    return algorithms.get(model.algorithm).data_parallel.to_estimator(model.booster, task, params, n_classes)
 
 
 def _load_booster(algorithm: str, raw: bytes):
-    if algorithm == "xgboost":
-        import xgboost as xgb
-
-        booster = xgb.Booster()
-        booster.load_model(bytearray(raw))
-        return booster
-    import lightgbm as lgb
-
-    return lgb.Booster(model_str=raw.decode())
+    return algorithms.get(algorithm).data_parallel.from_bytes(raw)
 
 
 def _booster_predict(algorithm: str, booster, X: np.ndarray, task: str) -> np.ndarray:
     """Probabilities (n, k) for classification, values (n,) for regression, as adapters.predict."""
-    if algorithm == "xgboost":
-
-        out = booster.inplace_predict(X)
-    else:
-        out = booster.predict(X)
+    out = algorithms.get(algorithm).data_parallel.predict(booster, X)
     out = np.asarray(out, dtype=np.float64)
     if task == "binary" and out.ndim == 1:
         out = np.column_stack([1.0 - out, out])

@@ -19,7 +19,7 @@ from automl_tasks import config
 from automl_tasks.data.prepare import Prepared, prepare
 from automl_tasks.errors import SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric, is_better
-from automl_tasks.models import adapters, export, scoring
+from automl_tasks.models import adapters, algorithms, export, scoring
 from automl_tasks.progress import report
 from automl_tasks.registry import tracking
 from automl_tasks.spark import get_spark, task_slots
@@ -164,7 +164,7 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, c
             baseline_seconds += baseline.seconds
             entry = _with_baseline(entry, baseline, spec.metric, progress)
             finishing.append(time.monotonic() - started)
-            if adapters.runs_on_driver(algorithm) and trials:
+            if algorithms.get(algorithm).fits_on_driver and trials:
                 driver_wave.append((started - searched) / len(trials) + finishing[-1])
             leaderboard.append({**entry, "wall_seconds": round(time.monotonic() - searched, 3),
                                 "fit_seconds": round(sum(t.seconds for t in trials) + entry.get("refit_seconds", 0.0)
@@ -223,7 +223,7 @@ def _past_deadline(algorithm: str, deadline: float | None, driver_wave: list[flo
     left = deadline - time.monotonic()
     if left <= 0:
         return f"the deadline passed {-left:.0f}s ago"
-    if adapters.runs_on_driver(algorithm) and driver_wave and left < min(driver_wave):
+    if algorithms.get(algorithm).fits_on_driver and driver_wave and left < min(driver_wave):
         return (f"{left:.0f}s left before the deadline; one trial of a Spark ML algorithm and its refit "
                 f"took {min(driver_wave):.0f}s")
     return None
@@ -232,7 +232,7 @@ def _past_deadline(algorithm: str, deadline: float | None, driver_wave: list[flo
 def minimum_of(algorithm: str, finishing: list[float], driver_wave: list[float]) -> float:
     """Seconds an algorithm needs at the least: a Spark ML one, one trial and its refit (as the
     quickest such algorithm so far took, else a first guess); a booster, its finishing."""
-    if adapters.runs_on_driver(algorithm):
+    if algorithms.get(algorithm).fits_on_driver:
         return min(driver_wave) if driver_wave else DRIVER_FIRST_GUESS_S
     return max(finishing) if finishing else FIRST_FINISH_GUESS_S
 

@@ -153,9 +153,9 @@ def _fit_trial_fold(ctx: FitContext, task: tuple[int, dict, int]) -> tuple[float
 def fits_on_driver(ctx: FitContext) -> bool:
     """Each fit is itself Spark jobs over every slot (Spark ML, the data-parallel path), so the
     driver runs a wave's (trial, fold) fits one after the other instead of as Spark tasks."""
-    from automl_tasks.models.adapters import runs_on_driver
+    from automl_tasks.models import algorithms
 
-    return runs_on_driver(ctx.algorithm) or data_parallel.is_window(ctx.data)
+    return algorithms.get(ctx.algorithm).fits_on_driver or data_parallel.is_window(ctx.data)
 
 
 def run_wave(spark, ctx: FitContext, trials: list[tuple[int, dict]], n_folds: int) -> list[dict]:

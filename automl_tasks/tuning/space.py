@@ -12,19 +12,15 @@ Grid search takes lists (and scalars) only.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
-import types
-import typing
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 
 from automl_tasks.errors import SpecError
-from automl_tasks.models.adapters import check_params
+from automl_tasks.models import algorithms
 
 
 @dataclass(frozen=True)
@@ -96,47 +92,24 @@ def check_space(algorithm: str, search: str, space: dict, fixed: dict) -> list[D
 
 
 _TYPE_WORDS = {int: "integers", float: "numbers", str: "text", bool: "true or false"}
-# Spark ML's classifier and regressor behind each algorithm (models/spark_ml.py fits them).
-_SPARK_ESTIMATORS = {"spark_linear": ("LogisticRegression", "LinearRegression"),
-                     "spark_random_forest": ("RandomForestClassifier", "RandomForestRegressor"),
-                     "spark_gbt": ("GBTClassifier", "GBTRegressor")}
 
 
-@cache
+def check_params(algorithm: str, names, where: str) -> None:
+    """Every name is one the algorithm's spec may set: known to it, and not set by the project."""
+    family = algorithms.get(algorithm)
+    allowed = family.params()
+    for name in names:
+        if name in family.reserved:
+            raise SpecError(f"{where}: parameter {name!r} is set by automl_tasks and cannot be tuned")
+        if name not in allowed:
+            raise SpecError(f"{where}: unknown {algorithm} parameter {name!r}")
+
+
 def param_types(algorithm: str) -> dict[str, tuple[type, bool]]:
-    """Parameter -> (int, float, str or bool; whether None is accepted), read from the library:
-    the xgboost / lightgbm scikit-learn signatures' annotations, Spark ML's Param type converters.
+    """Parameter -> (int, float, str or bool; whether None is accepted), as the algorithm's family
+    reads it from its library (signatures, Param type converters, parameter constraints).
     Parameters of other types (dicts, callables, unions) are left to the library."""
-    if algorithm in _SPARK_ESTIMATORS:
-        from pyspark.ml import classification, regression
-        from pyspark.ml.param import TypeConverters
-
-        converters = {TypeConverters.toInt: int, TypeConverters.toFloat: float,
-                      TypeConverters.toString: str, TypeConverters.toBoolean: bool}
-        found = {}
-        classifier, regressor = _SPARK_ESTIMATORS[algorithm]
-        for cls in (getattr(classification, classifier), getattr(regression, regressor)):
-            for name, param in inspect.getmembers(cls, lambda m: hasattr(m, "typeConverter")):
-                if param.typeConverter in converters:
-                    found.setdefault(name, (converters[param.typeConverter], False))
-        return found
-    if algorithm == "xgboost":
-        import xgboost
-
-        init = xgboost.XGBModel.__init__
-    else:
-        import lightgbm
-
-        init = lightgbm.LGBMModel.__init__
-    found = {}
-    for name, parameter in inspect.signature(init, eval_str=True).parameters.items():
-        annotation = parameter.annotation
-        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        options = typing.get_args(annotation) if union else (annotation,)
-        rest = [t for t in options if t is not type(None)]
-        if len(rest) == 1 and rest[0] in _TYPE_WORDS:
-            found[name] = (rest[0], len(rest) < len(options))
-    return found
+    return algorithms.get(algorithm).param_types()
 
 
 def _check_value(algorithm: str, name: str, value, where: str) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from automl_tasks.models import algorithms
+
 PATHS = ("auto", "per_trial", "data_parallel")
-DATA_PARALLEL_ALGORITHMS = ("xgboost", "lightgbm")
 
 # How many window-sized copies per_trial holds at its peak, in one task slot and on the driver.
 # A task: the broadcast value, the fold's training rows (a copy: boolean indexing), the
@@ -50,6 +51,11 @@ class Decision:
                 "training_window_mb": round(self.window_bytes / 2**20, 1),
                 "training_slot_mb": round(self.slot_bytes / 2**20, 1),
                 "training_driver_mb": round(self.driver_bytes / 2**20, 1)}
+
+
+def data_parallel_algorithms() -> list[str]:
+    """The algorithms with a data-parallel path (their family's `DataParallel`)."""
+    return [a.name for a in algorithms.REGISTERED if a.data_parallel is not None]
 
 
 def window_bytes(rows: int, features: int) -> int:

@@ -1,10 +1,10 @@
-"""Spark ML baselines (linear, random forest, GBT) behind the adapters' numpy interface.
+"""Spark ML baselines (linear, random forest, GBT) behind the same numpy interface.
 
 The tuning engine hands every algorithm the same encoded matrix (numeric features as
 floats, categorical features as integer codes). A Spark ML model cannot be fitted
 inside an executor (it needs the driver's SparkSession), so these algorithms fit on
 the driver, data-parallel on the cluster, one (trial, fold) after the other
-(`tuning.runner.run_wave` dispatches on `runs_on_driver`).
+(`fits_on_driver`: `tuning.runner.run_wave` dispatches on it).
 
 Per algorithm and task:
   spark_linear         LogisticRegression (binary, multiclass) | LinearRegression
@@ -12,16 +12,22 @@ Per algorithm and task:
   spark_gbt            GBTClassifier (binary only: Spark's GBT has no multiclass) | GBTRegressor
 The linear model one-hot encodes the categorical codes (trees split on the codes).
 A fitted model is a `SparkModel`: the Spark PipelineModel (assembler, encoder, estimator)
-with numpy predict / predict_proba, saved with Spark ML's own persistence format.
+with numpy predict / predict_proba, saved with Spark ML's own persistence format (no
+predict.py: scoring it needs Spark) and logged with MLflow's spark flavor.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import tempfile
+from functools import cache
+from types import SimpleNamespace
+
 import numpy as np
 
 from automl_tasks.errors import DataError
-
-SPARK_ALGORITHMS = ("spark_linear", "spark_random_forest", "spark_gbt")
+from automl_tasks.models.algorithms.base import TASKS, Algorithm, Flavor, NativeFormat
 
 _TREE = {"maxDepth", "maxBins", "minInstancesPerNode", "minInfoGain", "subsamplingRate",
          "featureSubsetStrategy", "minWeightFractionPerNode", "checkpointInterval", "cacheNodeIds",
@@ -36,10 +42,6 @@ PARAMS: dict[str, frozenset[str]] = {
 }
 RESERVED = frozenset({"featuresCol", "labelCol", "predictionCol", "probabilityCol", "rawPredictionCol",
                       "weightCol", "seed", "family", "lossType", "solver", "varianceCol", "leafCol"})
-
-
-def is_spark(algorithm: str) -> bool:
-    return algorithm in SPARK_ALGORITHMS
 
 
 def _columns(n: int) -> list[str]:
@@ -127,7 +129,8 @@ def _session():
 
 
 def fit(algorithm: str, task: str, params: dict, X: np.ndarray, y: np.ndarray, categorical: list[int],
-        seed: int = 0) -> SparkModel:
+        n_threads: int = 1, seed: int = 0) -> SparkModel:
+    """One pipeline on the driver's session (`n_threads` does not apply: Spark schedules the work)."""
     from pyspark.ml import Pipeline
 
     stages, _ = _stages(algorithm, X.shape[1], list(categorical))
@@ -141,26 +144,27 @@ def wrap(pipeline_model, algorithm: str, task: str, n_features: int) -> SparkMod
         pipeline_model, algorithm, task, n_features)
 
 
-def save(model: SparkModel, path) -> None:
+def save(model: SparkModel, path, feature_names: list[str] = ()) -> None:
     model.pipeline_model.write().overwrite().save(str(path))
 
 
-def load(path, algorithm: str, task: str, n_features: int) -> SparkModel:
+def load(algorithm: str, path, meta: dict) -> SparkModel:
     from pyspark.ml import PipelineModel
 
-    return SparkModel(PipelineModel.load(str(path)), algorithm, task, n_features)
+    return SparkModel(PipelineModel.load(str(path)), algorithm, meta["task"], len(meta["feature_names"]))
 
 
 def objective(model: SparkModel) -> str:
     return type(model.estimator_model).__name__
 
 
-def importance(model: SparkModel, feature_names: list[str], categorical: list[int]) -> dict[str, float]:
+def importance(model: SparkModel, feature_names: list[str], categorical=()) -> dict[str, float]:
     """Trees: Spark's featureImportances; linear: |coefficient| summed over a feature's one-hot columns."""
     estimator = model.estimator_model
     if model.algorithm != "spark_linear":
         values = estimator.featureImportances.toArray()
         return {name: float(values[i]) for i, name in enumerate(feature_names)}
+    categorical = list(categorical)
     coefficients = (estimator.coefficientMatrix.toArray() if hasattr(estimator, "coefficientMatrix")
                     else np.atleast_2d(estimator.coefficients.toArray()))
     weight = np.abs(coefficients).sum(axis=0)
@@ -175,3 +179,77 @@ def importance(model: SparkModel, feature_names: list[str], categorical: list[in
         out[feature_names[index]] = float(weight[position:position + width].sum())
         position += width
     return out
+
+
+def log_flavor(model: SparkModel, algorithm: str, prepared, X_example):
+    """The Spark pipeline reads columns x0..x{n-1} (the encoded features, in order) and MLflow's
+    spark pyfunc returns its "prediction" column. Saved locally, then logged as the run's
+    artifacts: mlflow.spark.log_model would first try to write to the artifact store with
+    Spark's own file system (which has no mlflow-artifacts: scheme) and fail."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from automl_tasks.models.export import pip_requirements
+
+    example = pd.DataFrame(X_example, columns=[f"x{i}" for i in range(X_example.shape[1])])
+    signature = infer_signature(example, model.predict(example.to_numpy()))
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.spark.save_model(model.pipeline_model, f"{tmp}/{algorithm}", signature=signature,
+                                input_example=example, pip_requirements=pip_requirements(algorithm))
+        mlflow.log_artifacts(f"{tmp}/{algorithm}", algorithm)
+    return SimpleNamespace(model_uri=f"runs:/{mlflow.active_run().info.run_id}/{algorithm}")
+
+
+def load_flavor(algorithm: str, model_uri: str, meta: dict) -> SparkModel:
+    import mlflow
+
+    return wrap(mlflow.spark.load_model(model_uri), algorithm, meta["task"], len(meta["feature_names"]))
+
+
+@cache
+def param_types(classifier: str, regressor: str) -> dict[str, tuple[type, bool]]:
+    """Parameter -> (int, float, str or bool; False), from the Param type converters of Spark ML's
+    classifier and regressor behind the algorithm."""
+    from pyspark.ml import classification, regression
+    from pyspark.ml.param import TypeConverters
+
+    converters = {TypeConverters.toInt: int, TypeConverters.toFloat: float,
+                  TypeConverters.toString: str, TypeConverters.toBoolean: bool}
+    found = {}
+    for cls in (getattr(classification, classifier), getattr(regression, regressor)):
+        for name, param in inspect.getmembers(cls, lambda m: hasattr(m, "typeConverter")):
+            if param.typeConverter in converters:
+                found.setdefault(name, (converters[param.typeConverter], False))
+    return found
+
+
+def _algorithm(name: str, estimators: tuple[str, str], space: dict, defaults: dict,
+               tasks: tuple[str, ...] = TASKS, task_note: str = "") -> Algorithm:
+    return Algorithm(
+        name=name, tasks=tasks, task_note=task_note, packages=("pyspark",),
+        fit=functools.partial(fit, name), objective=objective,
+        params=functools.partial(PARAMS.__getitem__, name), reserved=RESERVED,
+        param_types=functools.partial(param_types, *estimators),
+        native=NativeFormat("sparkml", save, functools.partial(load, name)),   # a PipelineModel folder
+        flavor=Flavor("spark", log_flavor, functools.partial(load_flavor, name)),
+        space=space, defaults=defaults,
+        # Measured on a shared 2-core machine (bench/RESULTS.md): one trial (3 folds on the driver)
+        # with its refit takes ~30-40 s.
+        min_seconds=40.0, fits_on_driver=True, importance=importance)
+
+
+SPARK_LINEAR = _algorithm(
+    "spark_linear", ("LogisticRegression", "LinearRegression"),
+    {"space": {"regParam": {"log": [1e-4, 1.0]}, "elasticNetParam": {"uniform": [0.0, 1.0]}},
+     "fixed": {"maxIter": 50}},
+    {"regParam": 1e-4, "elasticNetParam": 0.0})
+SPARK_RANDOM_FOREST = _algorithm(
+    "spark_random_forest", ("RandomForestClassifier", "RandomForestRegressor"),
+    {"space": {"numTrees": {"int": [20, 100]}, "maxDepth": {"int": [3, 10]}}},
+    {"numTrees": 20, "maxDepth": 5})
+SPARK_GBT = _algorithm(
+    "spark_gbt", ("GBTClassifier", "GBTRegressor"),
+    {"space": {"maxIter": {"int": [10, 40]}, "maxDepth": {"int": [2, 6]}, "stepSize": {"log": [0.03, 0.3]}}},
+    {"maxIter": 20, "maxDepth": 5, "stepSize": 0.1},
+    tasks=("binary", "regression"), task_note="Spark's GBT has no multiclass")
