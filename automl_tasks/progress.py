@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -45,10 +46,21 @@ def show_on_stderr() -> None:
 def stderr_as_info() -> Iterator[None]:
     """Inside an Airflow task: what libraries print to stderr (MLflow's "Successfully registered
     model", "Created version") goes to stdout, which Airflow logs at INFO, and Python warnings
-    become WARNING records, instead of all of it landing in the task log as ERROR."""
+    become WARNING records, instead of all of it landing in the task log as ERROR.
+
+    At the file-descriptor level too: a local Spark JVM started inside the block inherits fd 2
+    and prints its start-up notices there ("Using Spark's default log4j profile").
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(1, 2)
     logging.captureWarnings(True)
     try:
         with contextlib.redirect_stderr(sys.stdout):
             yield
     finally:
         logging.captureWarnings(False)
+        sys.stdout.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

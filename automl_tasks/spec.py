@@ -134,6 +134,9 @@ class PromotionSpec(_Strict):
 class MonitoringSpec(_Strict):
     # Drift reports sample each side down to this many rows (the fraction is logged).
     max_rows: int = Field(50_000, ge=1000)
+    # The month drifts as a whole when at least this share of its columns drift (Evidently's
+    # dataset-drift default).
+    drift_share: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class AblationSpec(_Strict):

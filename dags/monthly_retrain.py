@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Param, dag, task, task_group
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, dag, get_current_context, task, task_group
+from month_runs import MonthRuns          # plugins/: run ids that name the month
 
 SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
 SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the specs, for develop vs master
@@ -30,6 +30,15 @@ EVALUATE = "per_spec.evaluate"
 def _month(params, data_interval_start) -> str:
     """The Param month, else the month the run covers (its data interval; a backfill walks them)."""
     return params.get("month") or data_interval_start.strftime("%Y-%m")
+
+
+# Each mapped task's display name: the spec's model and the month (empty if it failed before knowing).
+LABEL = "{{ automl_label | default('') }}"
+
+
+def _label(name: str, month: str) -> None:
+    """Name this mapped task instance in the grid (its map_index_template renders LABEL)."""
+    get_current_context()["automl_label"] = f"{name} {month}"
 
 
 def _show_links(ti, result: dict) -> None:
@@ -59,7 +68,7 @@ class ChallengerApproval(HITLOperator):
 @dag(
     dag_id="monthly_retrain",
     # Data-interval semantics: the run that starts on Feb 1 covers January, whose data is complete.
-    schedule=CronDataIntervalTimetable("@monthly", timezone="UTC"),
+    schedule=MonthRuns("@monthly", timezone="UTC"),
     start_date=pendulum.datetime(*map(int, FIRST_MONTH.split("-")), 1, tz="UTC"),
     catchup=True,
     max_active_runs=1,            # months in order: each month's champion is the previous decision's
@@ -86,7 +95,7 @@ def monthly_retrain():
 
     @task_group
     def per_spec(spec_path: str):
-        @task
+        @task(map_index_template=LABEL)
         def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             from automl_tasks.pipelines.monthly import run_monthly
             from automl_tasks.progress import stderr_as_info
@@ -94,6 +103,7 @@ def monthly_retrain():
 
             month = _month(params, data_interval_start)
             spec = load_spec(spec_path)
+            _label(spec.name, month)
             with stderr_as_info():
                 summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
             result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
@@ -108,13 +118,16 @@ def monthly_retrain():
                      f"for {{{{ {pull}['month'] }}}} to champion?"),
             body=f"{{{{ {pull}['decision']['summary'] }}}}",   # markdown: metrics, CIs, drift, links
             options=[APPROVE, REJECT],
+            # From the XCom, not the context: a resumed approval does not run execute() again.
+            map_index_template=f"{{{{ {pull}['name'] }}}} {{{{ {pull}['month'] }}}}",
         )
 
-        @task
+        @task(map_index_template=LABEL)
         def apply_decision(result: dict, answer: dict | None, ti=None) -> dict:
             from automl_tasks.progress import stderr_as_info
             from automl_tasks.registry import promotion
 
+            _label(result["name"], result["month"])
             _show_links(ti, result)
             if answer is None:  # settled by the policy in evaluate
                 return {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
@@ -126,11 +139,12 @@ def monthly_retrain():
                                             decided_by=f"user:{person or 'unknown'}")
             return {"status": decision.status, "champion_after": decision.champion_after}
 
-        @task
+        @task(map_index_template=LABEL)
         def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             """Develop vs master: the spec as on two git refs, trained and compared on the month."""
             from airflow.sdk.exceptions import AirflowSkipException
 
+            _label(Path(spec_path).stem, _month(params, data_interval_start))
             if not params.get("refs"):
                 raise AirflowSkipException("no refs to compare (Param refs / AUTOML_COMPARE_REFS)")
             if not SPECS_REPO:

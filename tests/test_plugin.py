@@ -119,3 +119,28 @@ def test_links_and_tags_from_the_environment(monkeypatch):
         "automl.task_id": "per_spec.evaluate",
         "automl.airflow_url":
             "http://127.0.0.1:8080/dags/monthly_retrain/runs/scheduled__2018-02-01T00%3A00%3A00%2B00%3A00"}
+
+
+def test_month_runs_name_the_month_a_run_covers():
+    """plugins/month_runs.py: the run that starts on 1 November covers October, and says so."""
+    import sys
+
+    import pendulum
+    from airflow.timetables.base import DataInterval
+    from airflow.utils.types import DagRunType
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    try:
+        from month_runs import MonthRuns
+    finally:
+        sys.path.pop(0)
+    timetable = MonthRuns("@monthly", timezone="UTC")
+    after = pendulum.datetime(2018, 11, 1, tz="UTC")
+    october = DataInterval(pendulum.datetime(2018, 10, 1, tz="UTC"), after)
+    assert timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=after, data_interval=october) \
+        == "scheduled__2018-10__2018-11-01T00:00:00+00:00"
+    assert timetable.generate_run_id(run_type=DagRunType.MANUAL, run_after=after, data_interval=None) \
+        == "manual__2018-11-01T00:00:00+00:00"                 # no interval: no month to name
+    # The scheduler rebuilds it from the serialized DAG: same class, same schedule.
+    again = MonthRuns.deserialize(timetable.serialize())
+    assert type(again) is MonthRuns and again.serialize() == timetable.serialize()

@@ -26,12 +26,17 @@ def test_the_cli_prints_records_as_plain_lines_and_warnings_with_their_level():
     assert done.stderr.splitlines() == ["lightgbm trial 2/8 eta 5s", "warning: 3 duplicated ids"]
 
 
-def test_in_a_task_library_stderr_goes_to_stdout_and_warnings_to_logging(capsys, caplog):
+def test_in_a_task_library_stderr_goes_to_stdout_and_warnings_to_logging(capfd, caplog):
     with caplog.at_level(logging.WARNING, logger="py.warnings"), stderr_as_info():
         print("Successfully registered model 'm'.", file=sys.stderr)      # what MLflow's eprint does
         warnings.warn("a deprecated call", UserWarning, stacklevel=1)
-    out = capsys.readouterr()
-    assert "Successfully registered model 'm'." in out.out and out.err == ""
+        # A child started inside (a local Spark JVM) writes to the fd 2 it inherits.
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('Using a log4j profile\\n')"],
+                       check=True, timeout=60)
+    out = capfd.readouterr()
+    assert "Successfully registered model 'm'." in out.out and "Using a log4j profile" in out.out
+    assert out.err == ""
     assert any("a deprecated call" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     print("after", file=sys.stderr)
-    assert capsys.readouterr().err == "after\n"                           # restored on exit
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('child after\\n')"], check=True, timeout=60)
+    assert capfd.readouterr().err == "after\nchild after\n"             # restored on exit

@@ -7,8 +7,12 @@ checks in MLflow, logged in as the service account the tasks used, that the answ
 (or did not move) `champion` and was recorded. Month 2017-10 is approved (first champion),
 2017-11 rejected (champion unchanged): months in order, as the DAG runs them.
 
-Last, a person's browser (headless Chromium, as the READ-only `viewer`) opens the MLflow UI
-of the stack and must see the month runs and the `@ champion` alias on the approved version.
+A person's browser (headless Chromium) opens the waiting approval's Required Action page in
+the Airflow UI (the month in the subject, the CI table, both buttons) and the MLflow UI of
+the stack (as the READ-only `viewer`), which must show the month runs and the `@ champion`
+alias on the approved version. Every task log of both months, read over REST, holds no ERROR
+record: library progress is INFO. The two months run once, in a module fixture, and each
+test checks its part of what they left.
 
 Needs PostgreSQL's server binaries and Chromium (Debian packages `postgresql`, `chromium`;
 `.ci/run` installs them). Without them the tests skip, except under CI (CI=true): fail.
@@ -41,8 +45,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 DAG_ID = "monthly_retrain"
 APPROVAL, APPLY = "per_spec.approve_challenger", "per_spec.apply_decision"
 MODEL = "stack_loans"
+EVALUATE = "per_spec.evaluate"
 RUN_TIMEOUT_S = 1200          # one month's run is ~2 min on an idle 2-core machine
-_state: dict[str, str] = {}   # what the Approve test leaves for the later ones
 
 
 def _require(present: bool, what: str) -> None:
@@ -111,8 +115,10 @@ def _wait(stack, what: str, probe, deadline: float, every_s: float = 3.0):
         time.sleep(every_s)
 
 
-def run_month(stack, month: str, answer: str) -> dict:
-    """Trigger the DAG for `month` (manual mode), answer its approval over REST, wait for the end."""
+def run_month(stack, month: str, answer: str, before_answer=None) -> dict:
+    """Trigger the DAG for `month` (manual mode), answer its approval over REST, wait for the end.
+
+    `before_answer(run_id)`, if given, looks at the waiting approval first (the browser does)."""
     api, started = stack.airflow, time.monotonic()
     deadline = started + RUN_TIMEOUT_S
     conf = {"spec": f"{MODEL}.yaml", "month": month, "promotion": "manual"}
@@ -130,9 +136,10 @@ def run_month(stack, month: str, answer: str) -> dict:
     detail = _wait(stack, f"the approval task of {run_id}", waiting, deadline)
     asked_after = time.monotonic() - started
     assert detail["options"] == ["Approve", "Reject"] and detail["response_received"] is False, detail
-    version = re.fullmatch(rf"Promote {MODEL} v(\d+) to champion\?", detail["subject"])
+    version = re.fullmatch(rf"Promote {MODEL} v(\d+) for {month} to champion\?", detail["subject"])
     assert version, detail["subject"]
     assert "Policy:" in detail["body"] and stack.mlflow.url in detail["body"], detail["body"][:2000]
+    looked = before_answer(run_id) if before_answer else None
     # While the person reads, the scheduler records the exit of the parked attempt (~6 s after
     # parking on a busy 2-core host). On Airflow 3.3.2 an answer landing before that makes the
     # scheduler fail the resumed attempt as "killed externally" (a stale executor event; see
@@ -159,8 +166,26 @@ def run_month(stack, month: str, answer: str) -> dict:
     assert state == "success", f"{run_id}: {states}{stack.why()}"
     assert states[f"{APPROVAL}[0]"] == states[f"{APPLY}[0]"] == "success", states
     assert states["per_spec.compare_refs[0]"] == "skipped", states     # no refs: no branch comparison
+    labels = {ti["task_id"]: ti["rendered_map_index"] for ti in tis if ti["task_id"] != "list_specs"}
+    assert labels == dict.fromkeys([EVALUATE, APPROVAL, APPLY, "per_spec.compare_refs"], f"{MODEL} {month}"), labels
     print(f"{month} {answer}: asked after {asked_after:.0f}s, done after {time.monotonic() - started:.0f}s")
-    return {"run_id": run_id, "version": version.group(1)}
+    run = api.get_json(_run_path(run_id))
+    return {"run_id": run_id, "version": version.group(1), "looked": looked, "logical_date": run["logical_date"],
+            "errors": {ti["task_id"]: _error_records(api, run_id, ti) for ti in tis if ti["state"] == "success"}}
+
+
+def _error_records(api, run_id: str, ti: dict) -> list[str]:
+    """The ERROR records of every try of a task instance, read over REST as a person's UI reads them."""
+    found = []
+    for attempt in range(1, ti["try_number"] + 1):
+        path = (f"{_run_path(run_id)}/taskInstances/{ti['task_id']}/logs/{attempt}")
+        resp = api.get(path, params={"map_index": ti["map_index"], "full_content": "true"})
+        assert resp.status_code == 200, (path, resp.status_code, resp.text[:500])
+        content = resp.json()["content"]
+        assert content, f"{ti['task_id']} try {attempt}: an empty log"
+        found += [f"try {attempt}: {e.get('event')}" for e in content
+                  if isinstance(e, dict) and str(e.get("level", "")).lower() in ("error", "critical")]
+    return found
 
 
 def _month_run(client, month: str):
@@ -206,25 +231,65 @@ def test_stack_runs_on_postgres_with_auth_everywhere(stack):
     assert stack.airflow.get("/api/v2/dags", auth=False).status_code == 401
 
 
-def test_person_approves_over_rest_and_champion_moves(monthly_dag, as_service_account):
-    run = run_month(monthly_dag, "2017-10", "Approve")
-    client = as_service_account
+@pytest.fixture(scope="module")
+def months(monthly_dag, tmp_path_factory):
+    """2017-10 approved (the first champion), then 2017-11, looked at in the browser, rejected."""
+    approved = run_month(monthly_dag, "2017-10", "Approve")
+    binary = find_chromium()
+    look = (lambda run_id: _required_action_page(monthly_dag, binary, run_id, tmp_path_factory.mktemp("hitl"))
+            ) if binary else None
+    rejected = run_month(monthly_dag, "2017-11", "Reject", before_answer=look)
+    return {"approved": approved, "rejected": rejected}
+
+
+def _required_action_page(stack, binary: str, run_id: str, root: Path) -> str:
+    """The approval's Required Action page in the Airflow UI, as the signed-in person sees it."""
+    url = stack.airflow.url
+    with chromium_page(binary, root) as page:
+        page.set_cookie(url, "_token", stack.airflow.token)
+        text = page.open(f"{url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/{APPROVAL}/mapped/0"
+                         "/required_actions", expect=["Approve", "Reject", "2017-11"])
+        html, png = page.save(root / "required_action")
+    assert png.stat().st_size > 20_000, "a blank screenshot"
+    print(f"required action page: {html}")
+    return text
+
+
+def test_person_approves_over_rest_and_champion_moves(months, as_service_account):
+    run, client = months["approved"], as_service_account
     assert client.get_model_version_by_alias(MODEL, "champion").version == run["version"]
     assert "challenger" not in client.get_registered_model(MODEL).aliases
     _assert_recorded(client, "2017-10", run["version"], run["run_id"], "approved")
-    _state["approved"] = run["version"]
 
 
-def test_person_rejects_next_month_and_champion_stays(monthly_dag, as_service_account):
-    if "approved" not in _state:
-        pytest.skip("needs the champion approved in test_person_approves_over_rest_and_champion_moves")
-    run = run_month(monthly_dag, "2017-11", "Reject")
-    client = as_service_account
-    assert run["version"] != _state["approved"]
-    assert client.get_model_version_by_alias(MODEL, "champion").version == _state["approved"]
+def test_person_rejects_next_month_and_champion_stays(months, as_service_account):
+    run, client = months["rejected"], as_service_account
+    assert run["version"] != months["approved"]["version"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == months["approved"]["version"]
     assert "challenger" not in client.get_registered_model(MODEL).aliases
     _assert_recorded(client, "2017-11", run["version"], run["run_id"], "rejected")
-    _state["rejected"] = run["version"]
+
+
+def test_successful_months_log_no_error_records(months):
+    for month in ("approved", "rejected"):
+        errors = months[month]["errors"]
+        assert {EVALUATE, APPROVAL, APPLY} <= set(errors), errors.keys()
+        assert all(records == [] for records in errors.values()), (month, errors)
+
+
+def test_the_approver_sees_the_month_the_evidence_and_both_buttons(months):
+    _require(find_chromium() is not None, "Chromium (Debian package chromium)")
+    text = months["rejected"]["looked"]
+    assert f"Promote {MODEL} v{months['rejected']['version']} for 2017-11 to champion?" in text, text[:3000]
+    assert "Challenger minus champion" in text and "Trained on 2017-07..2017-10" in text, text[:3000]
+    assert re.search(r"all\s+400\s+[+-]\d\.\d{4}", text), text[:3000]        # the CI table's overall row
+    assert "Approve" in text and "Reject" in text
+
+
+def test_triggerer_is_healthy(monthly_dag):
+    health = monthly_dag.airflow.get_json("/api/v2/monitor/health")
+    assert health["triggerer"]["status"] == "healthy", health
+    assert health["scheduler"]["status"] == "healthy", health
 
 
 def _version_rows(text: str) -> dict[str, str]:
@@ -233,11 +298,9 @@ def _version_rows(text: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_browser_shows_month_runs_and_champion(stack, tmp_path):
+def test_browser_shows_month_runs_and_champion(stack, months, tmp_path):
     binary = find_chromium()
     _require(binary is not None, "Chromium (Debian package chromium)")
-    if "rejected" not in _state:
-        pytest.skip("needs the approved and the rejected month of the tests before")
     experiment = requests.get(f"{stack.mlflow.url}/api/2.0/mlflow/experiments/get-by-name", auth=stack.viewer,
                               params={"experiment_name": f"{MODEL}/monthly"}, timeout=30).json()
     experiment_id = experiment["experiment"]["experiment_id"]
@@ -249,8 +312,8 @@ def test_browser_shows_month_runs_and_champion(stack, tmp_path):
         model = page.open(f"{stack.mlflow.url}/#/models/{MODEL}", expect=["@ champion"])
         html, png = page.save(tmp_path / "model")
     rows = _version_rows(model)
-    assert "@ champion" in rows[_state["approved"]], rows
-    assert "@ champion" not in rows[_state["rejected"]], rows
+    assert "@ champion" in rows[months["approved"]["version"]], rows
+    assert "@ champion" not in rows[months["rejected"]["version"]], rows
     assert "@ challenger" not in model
     # The saved DOM is the rendered app with the stack's data, not the served shell.
     assert "monthly-2017-11" in runs_html.read_text() and "champion" in html.read_text()

@@ -18,6 +18,14 @@ def holdout_months(month: str, count: int) -> tuple[str, ...]:
     return tuple(shift_month(month, -k) for k in range(count - 1, -1, -1))
 
 
+def describe_months(months) -> str:
+    """`2018-06`, or `2018-01..2018-06` for consecutive months; `none` for no month."""
+    if not months:
+        return "none"
+    first, last = months[0], months[-1]
+    return first if first == last else f"{first}..{last}"
+
+
 @dataclass(frozen=True)
 class Window:
     train: tuple[str, ...]        # months that train (and validate, by the validation method)
@@ -27,10 +35,7 @@ class Window:
 
     def describe_holdout(self) -> str:
         """`2018-06`, or `2018-05..2018-06` for a holdout of several months; `none` without one."""
-        if not self.holdout_months:
-            return "none"
-        first, last = self.holdout_months[0], self.holdout_months[-1]
-        return first if first == last else f"{first}..{last}"
+        return describe_months(self.holdout_months)
 
 
 def select_window(counts: dict[str, int], month: str | None, train_months: int,

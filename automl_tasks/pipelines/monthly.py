@@ -19,7 +19,7 @@ import numpy as np
 
 from automl_tasks.data.prepare import LABEL_COL, Prepared, canonical_label, load_frame
 from automl_tasks.data.sources import MONTH_COL
-from automl_tasks.data.windows import holdout_months, shift_month
+from automl_tasks.data.windows import describe_months, holdout_months, shift_month
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
 from automl_tasks.progress import report
@@ -338,7 +338,13 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
         "month": month, "metric": spec.metric, "experiment_id": experiment, "runs": runs,
         "champion": None if champion is None else {"version": champion[0], "algorithm":
                                                     champion[1].meta["algorithm"], "metric": champion_metric},
-        "drift": {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns},
+        "drift": {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns,
+                  "columns_checked": len(drift.columns), "reference": describe_months(prepared.window.train),
+                  "threshold": spec.monitoring.drift_share,
+                  "dataset_drift": drift.share_drifted >= spec.monitoring.drift_share},
+        "window": {"train": list(prepared.window.train),
+                   "train_rows": sum(prepared.row_counts[m] for m in prepared.window.train),
+                   "holdout": list(prepared.window.holdout_months), "holdout_rows": int(len(y))},
         "leaderboard": [{k: e.get(k) for k in ("algorithm", "cv_value", "holdout_value", "baseline_value",
                                                "lift", "trials", "failed")} for e in candidates["leaderboard"]],
         "best": {k: best[k] for k in ("algorithm", "model_uri", "holdout_value", "cv_value")},

@@ -7,19 +7,21 @@ same thing: the Airflow approval task's body, the month run's description (and i
 
 from __future__ import annotations
 
+from automl_tasks.data.windows import describe_months
 from automl_tasks.registry import links, tracking
 
 SUMMARY_ARTIFACT = "decision.md"
 
 
-def run_link(experiment_id: str, run_id: str) -> str:
+def run_link(experiment_id: str, run_id: str, label: str) -> str:
     url = links.run_url(run_id, experiment_id)
-    return f"[{run_id[:8]}]({url})" if url else f"`{run_id}`"
+    return f"[{label}]({url})" if url else f"{label} `{run_id}`"
 
 
-def version_link(name: str, version: str) -> str:
+def version_link(name: str, version: str, label: str | None = None) -> str:
     url = links.version_url(name, version)
-    return f"[{name} v{version}]({url})" if url else f"{name} v{version}"
+    label = label or f"{name} v{version}"
+    return f"[{label}]({url})" if url else label
 
 
 def _num(value, signed: bool = False) -> str:
@@ -37,6 +39,11 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
              f"{'champion v' + champion['version'] if champion else 'no champion yet'}",
              "", f"Policy: {_verdict(policy)}; promotion mode `{mode}`.", ""]
     lines += [f"- {reason}" for reason in policy["reasons"]]
+    window = record.get("window")            # records before the window was recorded have none
+    if window:
+        lines += ["", f"Trained on {describe_months(window['train'])} ({window['train_rows']:,} rows); "
+                      f"every model below is scored on the holdout {describe_months(window['holdout'])} "
+                      f"({window['holdout_rows']:,} rows)."]
     lines += ["", f"| model | holdout {metric} | CV {metric} | default params | tuning lift |",
               "|---|---|---|---|---|"]
     if champion:
@@ -46,6 +53,9 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
         mark = " **(challenger)**" if e["algorithm"] == best["algorithm"] else ""
         lines.append(f"| {e['algorithm']}{mark} | {_num(e['holdout_value'])} | {_num(e['cv_value'])} | "
                      f"{_num(e['baseline_value'])} | {_num(e['lift'], signed=True)} |")
+    lines += ["", f"*holdout*: {metric} on the holdout rows; *CV*: mean {metric} of the cross-validation "
+                  f"folds of the training window; *default params*: the library's default parameters on the "
+                  f"same folds; *tuning lift*: tuned CV minus default-params CV, oriented so positive = tuning helped."]
     if record["comparisons"]:
         lines += ["", f"Challenger minus champion ({metric}, paired bootstrap; positive = better; segment "
                       "intervals Bonferroni-corrected across the gated segments):",
@@ -68,13 +78,26 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
     if dupes:
         lines += ["", f"Warning: {dupes['ids']} ids appear on more than one row ({dupes['rows']} rows) in the "
                       "evaluated month; they count once per row in the metrics above."]
-    drift = record["drift"]
-    lines += ["", f"Drift: {drift['share_drifted']:.0%} of columns drifted"
-              + (f" ({', '.join(drift['drifted_columns'])})." if drift["drifted_columns"] else ".")]
+    lines += ["", _drift_line(record["drift"])]
     runs, experiment = record["runs"], record["experiment_id"]
-    lines += ["", "MLflow: " + ", ".join(f"{step} {run_link(experiment, run_id)}"
-                                         for step, run_id in runs.items())]
+    labels = {"month": f"month run {record['month']}", "monitor": "drift and champion (monitor run)",
+              "tuning": "tuning run", "comparison": "comparison run"}
+    lines += ["", "MLflow: " + ", ".join([run_link(experiment, run_id, labels.get(step, step))
+                                          for step, run_id in runs.items()]
+                                         + [version_link(name, version, f"model version {version}")])]
     return "\n".join(lines)
+
+
+def _drift_line(drift: dict) -> str:
+    """The share of drifted columns, against what and which threshold, and the verdict."""
+    columns = f" ({', '.join(drift['drifted_columns'])})" if drift["drifted_columns"] else ""
+    if "reference" not in drift:             # a record from before the reference was recorded
+        return f"Drift: {drift['share_drifted']:.0%} of columns drifted{columns}."
+    verdict = ("**the month drifts**" if drift["dataset_drift"] else "no dataset drift")
+    return (f"Drift against the training window {drift['reference']} (Evidently, per column: "
+            f"a distance above 0.1 when the reference has over 1,000 rows, else a test's p < 0.05): "
+            f"{len(drift['drifted_columns'])} of {drift['columns_checked']} columns drifted"
+            f"{columns}, {drift['share_drifted']:.0%} against the threshold {drift['threshold']:.0%}: {verdict}.")
 
 
 _OUTCOMES = {"promote": "promote", "keep": "keep the champion",

@@ -110,6 +110,11 @@ class Page:
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
+    def set_cookie(self, url: str, name: str, value: str) -> None:
+        """A cookie the site would have set at login (Airflow's UI reads its token from `_token`)."""
+        if not self.call("Network.setCookie", url=url, name=name, value=value).get("success", True):
+            raise RuntimeError(f"chromium refused cookie {name} for {url}")
+
     def evaluate(self, expression: str):
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         return result["result"].get("value")

@@ -5,9 +5,9 @@ started by `mlflow_server/start.sh` on that PostgreSQL with auth on (admin, flas
 every password generated here; the `airflow` service account with EDIT and a `viewer` with
 READ made by `mlflow_server/users.py setup-team`), and Airflow 3 on the same PostgreSQL:
 `airflow db migrate`, then api-server (core + execution APIs, SimpleAuthManager), scheduler
-(LocalExecutor) and dag-processor over this repo's dags/ and plugins/. No triggerer: on
+(LocalExecutor), dag-processor and triggerer over this repo's dags/ and plugins/. (On
 Airflow 3.3+ a human-in-the-loop task waits in `awaiting_input` and the answer's REST
-handler resumes it (providers/standard HITLOperator.execute raises TaskAwaitingInput).
+handler resumes it; the triggerer runs deferred tasks and keeps the health page green.)
 
 Task processes get what compose gives them: the tracking server as the service account,
 the specs folder, Spark in local mode. Everything listens on 127.0.0.1 at a free port
@@ -192,8 +192,11 @@ def airflow_stack(root: Path, *, specs_dir: Path, models: list[str], timeout_s: 
         api = AirflowApiServer(env, root / "airflow-api", apps="core,execution")
         cleanup.callback(api.stop)
         processes = {}
+        # The triggerer, as compose runs it: deferred tasks (the PoC inbox sensor) and a green
+        # health page. Its log server is off like the scheduler's (it binds every interface).
         for name, cmd in {"scheduler": [AIRFLOW, "scheduler", "--skip-serve-logs"],
-                          "dag-processor": [AIRFLOW, "dag-processor"]}.items():
+                          "dag-processor": [AIRFLOW, "dag-processor"],
+                          "triggerer": [AIRFLOW, "triggerer", "--skip-serve-logs"]}.items():
             processes[name] = spawn(cmd, logs / f"{name}.log", env=api.env, cwd=root)
             cleanup.callback(stop_group, processes[name], 30)
         stack = Stack(root, postgres, mlflow, api, admin, service, viewer, processes)
