@@ -1,8 +1,10 @@
-"""docs/bad-inputs.md stays true: every row names a test pytest collects, and that test's file
-checks (a distinctive part of) the message the row shows."""
+"""docs/bad-inputs.md stays true: every row names a test pytest collects, and that test (its own
+function, or for a parametrized test its parametrize arguments) checks (a distinctive part of)
+the message the row shows."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -65,5 +67,35 @@ def test_row_names_a_test_that_checks_its_message(row, collected):
     checked, message, node = row["checked"], row["error the user sees"], row["test"]
     assert checked and checked in message, f"{row['id']}: `{checked}` is not part of the message"
     assert node in collected, f"{row['id']}: pytest collects no {node}"
-    source = (REPO / node.split("::")[0]).read_text()
-    assert checked in source, f"{row['id']}: {node.split('::')[0]} never mentions `{checked}`"
+    path, *names = node.split("[", 1)[0].split("::")        # the function, without the parametrize id
+    source = _test_source(REPO / path, names)
+    assert checked in source, f"{row['id']}: {node.split('[')[0]} never mentions `{checked}`"
+
+
+def _test_source(path: Path, names: list[str]) -> str:
+    """The source of the test `names` (classes, then the function) in `path`: the function and
+    the arguments of its parametrize decorators, a module-level constant they name included
+    (`@pytest.mark.parametrize("case", CASES)`: CASES is the argument). Nothing else in the
+    file counts: not a helper it calls, not another test that happens to show the same text."""
+    text = path.read_text()
+    module = ast.parse(text).body
+    constants = {target.id: node for node in module if isinstance(node, (ast.Assign, ast.AnnAssign))
+                 for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                 if isinstance(target, ast.Name)}
+    scope: list[ast.stmt] = module
+    found = None
+    for name in names:
+        found = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                      and n.name == name), None)
+        assert found is not None, f"{path.name} defines no {'::'.join(names)}"
+        scope = found.body if isinstance(found, ast.ClassDef) else []
+    assert isinstance(found, (ast.FunctionDef, ast.AsyncFunctionDef)), f"{'::'.join(names)} is not a function"
+    parts = [ast.get_source_segment(text, found)]          # from `def` to the end of the body
+    for decorator in found.decorator_list:
+        if (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+                and decorator.func.attr == "parametrize"):
+            for arg in (*decorator.args, *decorator.keywords):
+                parts.append(ast.get_source_segment(text, arg))
+                parts += [ast.get_source_segment(text, constants[n.id]) for n in ast.walk(arg)
+                          if isinstance(n, ast.Name) and n.id in constants]
+    return "\n".join(parts)

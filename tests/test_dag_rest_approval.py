@@ -6,7 +6,9 @@ without --answer, so nothing in that process answers), a real `airflow api-serve
 The test acts as the person: it logs in (`POST /auth/token`), finds the waiting approval
 task through the HITL list endpoint and answers it with `PATCH .../hitlDetails`.
 
-Approve runs first (2017-10, no champion yet), then Reject (2017-11): months are in order.
+Approve runs first (2017-10, no champion yet), then Reject (2017-11): months are in order. The
+approved month is a module fixture (`approved`), run once: the Reject test asks for it, so
+`-k reject` alone runs both months.
 
 The two UIs link to each other: the api-server (with plugins/mlflow_links.py loaded) serves each
 monthly task's "MLflow run" and "Model version" links, which must be the URLs of the month run and
@@ -16,7 +18,6 @@ the challenger version that MLflow holds; that month run links back to the Airfl
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -38,9 +39,10 @@ DAG_ID = "monthly_retrain"
 EVALUATE, APPROVAL, APPLY = "per_spec.evaluate", "per_spec.approve_challenger", "per_spec.apply_decision"
 MODEL = "dag_rest"               # its own registered model: the MLflow server is shared by the session
 RUN_TIMEOUT_S = 1800             # one DAG run is ~2 min on an idle 2-core machine; shared machines are slower
-
-# What the Approve test leaves for the Reject test (the months must run in order).
-_state: dict[str, str] = {}
+# dag.test() logs this once a pass of its loop (about a second) while only the approval is left.
+STILL_WAITING = f"Waiting for Human-in-the-loop input for tasks: ['{APPROVAL}']"
+WAIT_PASSES = 3                  # passes of that loop that must go by with no answer and nothing moving
+WAIT_PASSES_TIMEOUT_S = 300      # they come a second apart: only a hung run takes this long
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,11 @@ def _tail(path: Path, chars: int = 4000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError:
         return ""
+
+
+def _passes_waiting(out_path: Path) -> int:
+    """Passes of dag.test()'s loop that found only the approval left (it logs each one)."""
+    return _tail(out_path, 10**9).count(STILL_WAITING)
 
 
 def _same_instant(iso: str | None, date: str) -> bool:
@@ -137,15 +144,21 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
         asked_after = time.monotonic() - started
         run_id = detail["task_instance"]["dag_run_id"]
         assert detail["options"] == ["Approve", "Reject"] and detail["multiple"] is False, detail
-        version = re.fullmatch(rf"Promote {MODEL} v(\d+) to champion\?", detail["subject"])
+        version = re.fullmatch(rf"Promote {MODEL} v(\d+) for {month} to champion\?", detail["subject"])
         assert version, detail["subject"]
         # The person reads the decision summary: the policy's verdict, the metrics table, the runs.
         assert f"{MODEL} v{version.group(1)}" in detail["body"] and "Policy:" in detail["body"]
-        assert "| model | holdout areaUnderROC |" in detail["body"] and "MLflow: month" in detail["body"]
+        assert "| model | holdout areaUnderROC |" in detail["body"] and f"MLflow: [month run {month}](" in detail["body"]
         # ... and has buttons to the month run and the challenger version in MLflow.
         _assert_links_point_into_mlflow(api, env["MLFLOW_TRACKING_URI"], run_id, month, (EVALUATE, APPROVAL))
-        # Still waiting a while later: nobody but the person moves it on.
-        time.sleep(5)
+        # Still waiting after the run's own loop has looked again a few times: nobody but the
+        # person moves it on.
+        seen, polled = _passes_waiting(out_path), time.monotonic()
+        while _passes_waiting(out_path) < seen + WAIT_PASSES:
+            assert proc.poll() is None, f"run_dag exited {proc.returncode} without an answer{why()}"
+            assert time.monotonic() - polled < WAIT_PASSES_TIMEOUT_S, \
+                f"run_dag's loop did not pass {WAIT_PASSES} more times waiting for the answer{why()}"
+            time.sleep(0.5)
         assert proc.poll() is None, f"run_dag exited {proc.returncode} without an answer{why()}"
         assert _waiting_approval(api, date) is not None, why()
         apply_ti = api.get(_ti_path(run_id, APPLY))  # 404 if not expanded yet
@@ -178,12 +191,24 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
             stop_group(proc)
 
 
-def _env(airflow_env: dict, specs_dir: Path, tracking: str, api) -> dict:
+@pytest.fixture(scope="module")
+def dag_env(airflow_env, specs_dir, mlflow_url, api, tmp_path_factory) -> dict:
+    """The environment both months' DAG runs share: the session's MLflow server, one AUTOML_HOME."""
     # No branch comparison (compare_refs skips): only the approval path is under test here.
     base = {k: v for k, v in airflow_env.items() if k not in ("AUTOML_COMPARE_REFS", "AUTOML_SPECS_REPO")}
-    return {**base, "AUTOML_SPECS_DIR": str(specs_dir), "MLFLOW_TRACKING_URI": tracking,
-            "AUTOML_HOME": os.environ["AUTOML_HOME"], "SPARK_MASTER": "local[2]",
+    return {**base, "AUTOML_SPECS_DIR": str(specs_dir), "MLFLOW_TRACKING_URI": mlflow_url,
+            "AUTOML_HOME": str(tmp_path_factory.mktemp("rest-home")), "SPARK_MASTER": "local[2]",
             "AIRFLOW__API__BASE_URL": api.url}   # where MLflow runs link back to
+
+
+@pytest.fixture(scope="module")
+def approved(api, dag_env, tmp_path_factory) -> dict:
+    """The 2017-10 month (no champion yet), run once and approved over REST: its challenger is the
+    first champion. The Reject test's month comes after it."""
+    run = run_month_answered_over_rest(api, dag_env, tmp_path_factory.mktemp("approve"),
+                                       month="2017-10", date="2018-08-01T00:00:00+00:00", answer="Approve")
+    _assert_answered(run, "Approve")
+    return run
 
 
 # ---------------------------------------------------------------- tests
@@ -211,12 +236,11 @@ def _assert_answered(run: dict, answer: str) -> None:
     assert run["answered"]["responded_by_user"] == {"id": USER, "name": USER}
 
 
-def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
-    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking, api), tmp_path,
-                                       month="2017-10", date="2018-08-01T00:00:00+00:00", answer="Approve")
+def test_person_approves_over_rest(api, approved, mlflow_url):
+    run = approved
     _assert_answered(run, "Approve")
 
-    client = MlflowClient(tracking)
+    client = MlflowClient(mlflow_url)
     # The month run links back to the DAG run that made it, which the Airflow API knows.
     tags = _month_run(client, "2017-10").data.tags
     assert {k: tags.get(k) for k in ("automl.dag_id", "automl.task_id", "automl.dag_run_id")} == {
@@ -229,19 +253,17 @@ def test_person_approves_over_rest(api, airflow_env, specs_dir, tmp_path, tracki
     assert champion.tags["automl.decision.decided_by"] == f"user:{USER}"
     assert champion.tags["automl.decision.month"] == "2017-10"
     assert "challenger" not in client.get_registered_model(MODEL).aliases
-    _state["approved"] = champion.version
 
 
-def test_person_rejects_over_rest(api, airflow_env, specs_dir, tmp_path, tracking):
-    if "approved" not in _state:
-        pytest.skip("needs the approved 2017-10 champion of test_person_approves_over_rest")
-    run = run_month_answered_over_rest(api, _env(airflow_env, specs_dir, tracking, api), tmp_path,
-                                       month="2017-11", date="2018-09-01T00:00:00+00:00", answer="Reject")
+def test_person_rejects_over_rest(api, approved, dag_env, mlflow_url, tmp_path):
+    client = MlflowClient(mlflow_url)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == approved["version"]
+    run = run_month_answered_over_rest(api, dag_env, tmp_path, month="2017-11",
+                                       date="2018-09-01T00:00:00+00:00", answer="Reject")
     _assert_answered(run, "Reject")
 
-    client = MlflowClient(tracking)
-    assert run["version"] != _state["approved"]
-    assert client.get_model_version_by_alias(MODEL, "champion").version == _state["approved"]
+    assert run["version"] != approved["version"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == approved["version"]
     rejected = client.get_model_version(MODEL, run["version"])
     assert rejected.tags["automl.decision.status"] == "rejected"
     assert rejected.tags["automl.decision.decided_by"] == f"user:{USER}"

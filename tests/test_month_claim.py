@@ -113,22 +113,23 @@ def test_two_runs_of_one_month_register_one_version(store, tracking, demo_dir, t
             assert f"error: the monthly run of {name} {MONTH} (none) is already running: " in err
             assert f"(pid {first.pid}, started {holder.started})" in err
             outcomes = [json.loads(first_out)]
+            assert first.returncode == 0, (tmp_path / "first.log").read_text()[-3000:]
         else:
-            # Both at once: whichever claims second is refused, or, if the first has already
-            # finished by then, reuses its runs. Never two fresh runs of one month.
+            # Both at once: whichever claims second is refused naming the other, or, if the other
+            # has already finished by then, reuses its runs. Never two fresh runs of one month.
             second = start_cli(args, env, tmp_path / "second.log")
             procs.append(second)
             outs = [proc.communicate(timeout=900)[0] for proc in procs]
             outcomes = []
-            for proc, out, log in zip(procs, outs, ("first.log", "second.log")):
+            for proc, other, out, log in zip(procs, procs[::-1], outs, ("first.log", "second.log")):
                 text = (tmp_path / log).read_text()
                 if proc.returncode == 2:
                     assert f"the monthly run of {name} {MONTH} (none) is already running" in text, text[-3000:]
+                    assert f"(pid {other.pid}, started " in text, text[-3000:]
                 else:
                     assert proc.returncode == 0, text[-3000:]
                     outcomes.append(json.loads(out))
             assert [o["reused"] for o in outcomes].count(False) == 1, outcomes
-        assert first.returncode == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         for proc in procs:
             if proc.poll() is None:

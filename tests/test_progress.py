@@ -40,3 +40,22 @@ def test_in_a_task_library_stderr_goes_to_stdout_and_warnings_to_logging(capfd, 
     print("after", file=sys.stderr)
     subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('child after\\n')"], check=True, timeout=60)
     assert capfd.readouterr().err == "after\nchild after\n"             # restored on exit
+
+
+def test_a_time_budgeted_search_reports_the_budget_not_a_placeholder_count():
+    import re
+    import time
+    from types import SimpleNamespace
+
+    from automl_tasks.tuning.search import TrialResult, _progress_line
+
+    ctx = SimpleNamespace(algorithm="lightgbm", metric="logLoss")
+    trial = TrialResult("lightgbm", 2, {}, 0.53, [0.52, 0.54], 1.0, "FINISHED")
+    started = time.monotonic() - 10.0                     # two trials in 10 s
+    # The PoC's count is a ceiling (10,000) its 60 s budget ends long before.
+    line = _progress_line(ctx, trial, 2, 10_000, 0.53, started, budget_s=60.0)
+    assert re.fullmatch(r"lightgbm trial 2 logLoss=0\.5300 best=0\.5300 eta (49|50)s \(time budget\)", line), line
+    # A count that ends the search first is shown, with its own eta.
+    line = _progress_line(ctx, trial, 2, 4, 0.53, started, budget_s=600.0)
+    assert re.fullmatch(r"lightgbm trial 2/4 logLoss=0\.5300 best=0\.5300 eta 10s", line), line
+    assert _progress_line(ctx, trial, 2, 4, 0.53, started).endswith("eta 10s")      # no budget

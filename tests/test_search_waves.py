@@ -78,11 +78,19 @@ def test_a_search_failing_part_way_cancels_its_queued_wave(spark, ctx):
     assert tracker.getActiveJobsIds() == []
 
 
-def test_a_time_budget_runs_waves_until_it_is_spent(spark, ctx):
+def test_a_time_budget_stops_starting_waves_once_it_is_spent(spark, ctx):
     lines: list[str] = []
     ample = _search(spark, ctx, grid(20, 30, 40, time_budget_s=3600), progress=lines.append)
     assert len(ample) == 12 and not any("time budget" in line for line in lines)
     lines.clear()
-    # A budget of a second: the first wave always runs, then the budget is spent.
-    short = _search(spark, ctx, grid(300, 350, 400, time_budget_s=1), progress=lines.append)
-    assert len(short) == 4 and lines[-1] == "xgboost: time budget 1s reached after 4 trials"
+    # 1,000 trials (250 waves) for a 3 s budget: the budget, not the grid, ends this search.
+    record: dict = {}
+    short, _ = search.run_search(spark, ctx, grid(*range(20, 270), time_budget_s=3), 2, 2, lines.append,
+                                 lambda wave: None, record=record)
+    waves = record["waves"]
+    deadline = record["started"] + record["budget_s"]
+    assert record["budget_s"] == 3 and record["out_of_time"] and len(short) < 1000
+    assert lines[-1] == f"xgboost: time budget 3s reached after {len(short)} trials"
+    # By the search's own record: every wave it ran, and none started at or after the deadline.
+    assert [n for w in waves for n in w["trials"]] == [r.number for r in short] == list(range(len(short)))
+    assert all(w["done"] is not None and w["submitted"] < deadline for w in waves), (deadline, waves)

@@ -110,3 +110,26 @@ def test_all_trials_failing_is_one_clear_error(demo_dir, spark, tracking):
     assert runs and all(r.info.status != "RUNNING" for r in runs)
     parent = next(r for r in runs if r.data.tags.get("automl.kind") == "tuning")
     assert parent.info.status == "FAILED" and "all 1 trials failed" in parent.data.tags["automl.error"]
+
+
+def test_a_tuned_config_that_does_not_beat_the_defaults_does_not_replace_them(demo_dir, spark, tracking):
+    """The library's defaults are a candidate too (issue 19): a grid of configs that cannot split
+    (min_child_weight above the window's total hessian: constant scores, AUC 0.5) loses to them on
+    the same folds, so the defaults are refit and exported, the lift is 0, never negative, and the
+    leaderboard says so; a grid that beats them replaces them."""
+    weak = load_spec(write_spec(demo_dir, "binary", filename="weak_grid.yaml", name="weak_grid", algorithms={
+        "xgboost": {"search": "grid", "space": {"min_child_weight": [5000.0, 9000.0], "n_estimators": [5]}}}))
+    lines: list[str] = []
+    summary = tune(weak, "2017-11", spark=spark, progress=lines.append)
+    [entry] = summary["leaderboard"]
+    assert entry["defaults_kept"] is True and entry["params"] == {} and entry["best_trial"] == -1
+    assert entry["cv_value"] == entry["baseline_value"] and entry["lift"] == 0.0
+    assert any("no tuned config beat the default params" in line and "keeping the defaults" in line
+               for line in lines), lines
+    meta = json.loads((Path(entry["model_dir"]) / "metadata.json").read_text())
+    assert meta["params"] == {}                                   # the exported model is the defaults'
+    strong = load_spec(write_spec(demo_dir, "binary", filename="strong_grid.yaml", name="weak_grid", algorithms={
+        "xgboost": {"search": "grid", "space": {"max_depth": [2], "n_estimators": [60],
+                                                "learning_rate": [0.05]}}}))
+    [entry] = tune(strong, "2017-11", spark=spark, progress=lines.append)["leaderboard"]
+    assert entry["defaults_kept"] is False and entry["lift"] > 0 and entry["params"]["max_depth"] == 2

@@ -159,8 +159,8 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, c
             all_trials += trials
             started = time.monotonic()
             mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
-            entry = _finish_algorithm(algorithm, trials, prepared, folds, staged, threads, model_root, run_id,
-                                      progress)
+            entry = _finish_algorithm(algorithm, trials, baseline, prepared, folds, staged, threads, model_root,
+                                      run_id, progress)
             baseline_seconds += baseline.seconds
             entry = _with_baseline(entry, baseline, spec.metric, progress)
             finishing.append(time.monotonic() - started)
@@ -249,9 +249,14 @@ def share_of(left_s: float, remaining: list[str], finishing: list[float], driver
     return max(0.1, free / len(remaining))
 
 
-def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, staged, threads: int, model_root: Path,
-                      run_id, progress):
-    """Refit the best config on the whole window, score the holdout, export and log the model."""
+def _finish_algorithm(algorithm, trials, baseline: TrialResult, prepared: Prepared, folds, staged, threads: int,
+                      model_root: Path, run_id, progress):
+    """Refit the best config on the whole window, score the holdout, export and log the model.
+
+    The library's default params (`baseline`, scored on the same folds) are a candidate too: a
+    tuned config must beat them strictly to replace them, so tuning never makes a model worse
+    in CV than doing nothing (`defaults_kept` says when it could not).
+    """
     import mlflow
 
     spec = prepared.spec
@@ -265,6 +270,11 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, staged, thre
     for trial in done[1:]:
         if is_better(spec.metric, trial.value, best.value):
             best = trial
+    defaults_kept = baseline.status == "FINISHED" and not is_better(spec.metric, best.value, baseline.value)
+    if defaults_kept:
+        progress(f"{algorithm}: no tuned config beat the default params on the same folds (best tuned "
+                 f"{spec.metric}={best.value:.4f}, defaults {baseline.value:.4f}): keeping the defaults")
+        best = baseline
     started = time.perf_counter()
     if data_parallel.is_window(staged):
         model, holdout_value, example = _refit_data_parallel(algorithm, best.params, prepared, staged, threads)
@@ -279,8 +289,8 @@ def _finish_algorithm(algorithm, trials, prepared: Prepared, folds, staged, thre
     mlflow.log_artifacts(str(native_dir), f"native/{algorithm}")
     logged = export.log_flavor_model(model, algorithm, prepared, example)
     return {**entry, "status": "ok", "cv_value": best.value, "holdout_value": holdout_value,
-            "params": best.params, "best_trial": best.number, "model_dir": str(native_dir),
-            "model_uri": logged.model_uri, "refit_seconds": round(refit_seconds, 3)}
+            "params": best.params, "best_trial": best.number, "defaults_kept": defaults_kept,
+            "model_dir": str(native_dir), "model_uri": logged.model_uri, "refit_seconds": round(refit_seconds, 3)}
 
 
 def _refit(algorithm, params, prepared: Prepared, folds):
@@ -357,5 +367,5 @@ def format_leaderboard(leaderboard: list[dict], metric: str) -> str:
         cv = e["status"] if e["cv_value"] is None else number(e["cv_value"])
         lines.append(f"{e['algorithm']:<10} {cv:>18} {number(e['holdout_value']):>10} "
                      f"{number(e.get('baseline_value')):>10} {number(e.get('lift'), signed=True):>9} "
-                     f"{e['trials']:>7} {e['failed']:>7}")
+                     f"{e['trials']:>7} {e['failed']:>7}" + ("  defaults kept" if e.get("defaults_kept") else ""))
     return "\n".join(lines)

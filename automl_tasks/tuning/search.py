@@ -136,12 +136,15 @@ IN_FLIGHT_WAVES = 2   # the next wave waits queued in Spark while one runs (see 
 
 def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots: int,
                progress: Callable[[str], None], on_wave: Callable[[list[TrialResult]], None],
-               warm_start: list[dict] | None = None, baseline: bool = False
-               ) -> tuple[list[TrialResult], TrialResult | None]:
+               warm_start: list[dict] | None = None, baseline: bool = False,
+               record: dict | None = None) -> tuple[list[TrialResult], TrialResult | None]:
     """Ask the strategy for configs a wave at a time, run each wave's folds as Spark tasks.
 
     Returns the trials and, with `baseline`, the library's default params (plus the spec's
     fixed ones) on the same folds, queued ahead of the first wave: what tuning bought (`lift`).
+    `record`, a dict, is filled with the search's own account: `started` and each wave's
+    `submitted`/`done` (time.monotonic()), its trial numbers (-1: the baseline), `budget_s`,
+    and `out_of_time` (the budget stopped the search).
 
     Two waves are in flight at once: Spark queues the second wave's tasks behind the first's
     (FIFO), so slots the first wave's last tasks leave idle start the next wave at once
@@ -162,6 +165,8 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
     results: list[TrialResult] = []
     best = worst_value(ctx.metric)
     start = time.monotonic()
+    if record is not None:
+        record.update(started=start, budget_s=algo.time_budget_s, waves=waves.log, out_of_time=False)
     out_of_time, asked, default = False, False, None
     try:
         if baseline:
@@ -191,12 +196,15 @@ def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots:
                 results.append(result)
                 if result.status == "FINISHED" and is_better(ctx.metric, result.value, best):
                     best = result.value
-                progress(_progress_line(ctx, result, len(results), strategy.total, best, start))
+                progress(_progress_line(ctx, result, len(results), strategy.total, best, start,
+                                        algo.time_budget_s))
             on_wave(wave)
     except BaseException:
         waves.abandon()
         raise
     waves.close()
+    if record is not None:
+        record["out_of_time"] = out_of_time
     if out_of_time:
         progress(f"{ctx.algorithm}: time budget {algo.time_budget_s:.0f}s reached after "
                  f"{len(results)} trials")
@@ -234,6 +242,7 @@ class _Waves:
         self.submitted = 0
         self.last_done: float | None = None
         self.last_seconds: float | None = None
+        self.log: list[dict] = []        # every wave: trial numbers, submitted and done (monotonic)
 
     def has_room(self) -> bool:
         return len(self.pending) < self.at_once
@@ -246,6 +255,7 @@ class _Waves:
         else:
             numbered = [(number, params[0])]
         group = f"{self.prefix}-{numbered[0][0]}"
+        self.log.append({"trials": [n for n, _ in numbered], "submitted": time.monotonic(), "done": None})
         if self.at_once == 1:
             # In this thread: a driver-fitted wave needs the caller's active SparkSession,
             # which PySpark keeps per thread. Nothing is queued, so nothing to cancel.
@@ -282,6 +292,7 @@ class _Waves:
         configs, numbered, future, submitted, _ = self.pending.pop(0)
         rows = future.result()
         done = time.monotonic()
+        next(w for w in self.log if w["done"] is None)["done"] = done     # waves end oldest first
         # A queued wave's clock starts when the wave before it is done, not when it was queued.
         self.last_seconds = done - max(submitted, self.last_done or submitted)
         self.last_done = done
@@ -323,10 +334,18 @@ def _collect(algorithm: str, numbered, rows: list[dict], n_folds: int) -> list[T
 
 
 def _progress_line(ctx: FitContext, result: TrialResult, done: int, total: int | None,
-                   best: float, start: float) -> str:
+                   best: float, start: float, budget_s: float | None = None) -> str:
+    """`xgboost trial 7/16 ... eta 40s`; when the time budget, not the count, ends the search
+    (a PoC's count is only a ceiling), `trial 7 ... eta 95s (time budget)`: never a count that
+    will not be reached, nor an eta from it."""
     elapsed = time.monotonic() - start
-    head = f"{ctx.algorithm} trial {done}/{total if total is not None else '?'}"
+    by_count = elapsed / done * (total - done) if total else None
+    by_budget = max(0.0, budget_s - elapsed) if budget_s else None
+    if by_budget is not None and (by_count is None or by_budget < by_count):
+        head, eta = f"{ctx.algorithm} trial {done}", f" eta {by_budget:.0f}s (time budget)"
+    else:
+        head = f"{ctx.algorithm} trial {done}/{total if total is not None else '?'}"
+        eta = f" eta {by_count:.0f}s" if by_count is not None else ""
     if result.status == "FAILED":
         return f"{head} FAILED {result.error.splitlines()[0][:160]}"
-    eta = f" eta {elapsed / done * (total - done):.0f}s" if total else ""
     return f"{head} {ctx.metric}={result.value:.4f} best={best:.4f}{eta}"
