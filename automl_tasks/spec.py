@@ -16,11 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from automl_tasks.data.months import Month
 from automl_tasks.errors import SpecError
 from automl_tasks.models import algorithms
 
 Task = Literal["binary", "multiclass", "regression"]
-MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 class _Strict(BaseModel):
@@ -326,6 +326,6 @@ def _resolve_paths(spec: ModelSpec, folder: Path) -> ModelSpec:
 
 
 def check_month(month: str) -> str:
-    if not MONTH_RE.match(month or ""):
-        raise SpecError(f"month must look like YYYY-MM, got {month!r}")
+    """`month` unchanged (the jobs' --month), or a SpecError naming it: data/months.py's rule."""
+    Month.parse(month)
     return month

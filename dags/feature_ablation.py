@@ -14,6 +14,8 @@ from pathlib import Path
 
 from airflow.sdk import Param, dag, task
 
+from automl_tasks.data import months     # standard library only: safe at parse time
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(ROOT / "specs"))
 DATA_DIR = os.environ.get("AUTOML_DATA_DIR", str(ROOT / "data"))
@@ -26,7 +28,7 @@ DATA_DIR = os.environ.get("AUTOML_DATA_DIR", str(ROOT / "data"))
     tags=["automl", "ablation"],
     params={
         "spec": Param("", type="string", minLength=1, description="Spec file under the specs folder"),
-        "month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+        "month": Param(None, type=["null", "string"], pattern=months.PATTERN,
                        description="Holdout month YYYY-MM; the study trains on the months before it"),
         "candidates": Param(None, type=["null", "string"],
                             description="Comma-separated candidate columns; empty: the spec's "

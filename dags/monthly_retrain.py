@@ -19,10 +19,12 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from month_runs import MonthRuns          # plugins/: run ids that name the month
 
+from automl_tasks.data import months     # standard library only: safe at parse time
+
 SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
 SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the specs, for develop vs master
 # The first month a backfill (catchup) builds; a deployment sets it to where its history starts.
-FIRST_MONTH = os.environ.get("AUTOML_FIRST_MONTH", "2018-01")
+FIRST_MONTH = months.Month.parse(os.environ.get("AUTOML_FIRST_MONTH", "2018-01"), "AUTOML_FIRST_MONTH")
 APPROVE, REJECT = "Approve", "Reject"
 EVALUATE = "per_spec.evaluate"
 
@@ -69,14 +71,14 @@ class ChallengerApproval(HITLOperator):
     dag_id="monthly_retrain",
     # Data-interval semantics: the run that starts on Feb 1 covers January, whose data is complete.
     schedule=MonthRuns("@monthly", timezone="UTC"),
-    start_date=pendulum.datetime(*map(int, FIRST_MONTH.split("-")), 1, tz="UTC"),
+    start_date=pendulum.datetime(FIRST_MONTH.year, FIRST_MONTH.month, 1, tz="UTC"),
     catchup=True,
     max_active_runs=1,            # months in order: each month's champion is the previous decision's
     tags=["automl", "monthly"],
     params={
         "spec": Param(None, type=["null", "string"],
                       description="One spec file (under the specs folder); empty: every spec"),
-        "month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+        "month": Param(None, type=["null", "string"], pattern=months.PATTERN,
                        description="YYYY-MM; empty: the month the run covers (its data interval)"),
         "promotion": Param(None, type=["null", "string"], enum=[None, "auto", "manual", "shadow"],
                            description="Override the spec's promotion.mode"),

@@ -286,7 +286,7 @@ def param_errors(tmp_path_factory) -> dict[str, str | None]:
         "print('ERRORS ' + json.dumps(out))\n")
     home = tmp_path_factory.mktemp("airflow-params")
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__UNIT_TEST_MODE": "False", "PYTHONPATH": str(root)}
     cases = json.dumps([case[:3] for case in PARAM_CASES])
     done = subprocess.run([sys.executable, "-c", probe, cases, str(root / "dags")], env=env,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from automl_tasks.data.prepare import Matrix
-from automl_tasks.data.windows import select_window, shift_month
+from automl_tasks.data.months import Month
+from automl_tasks.data.windows import select_window
 from automl_tasks.errors import DataError
 from automl_tasks.spec import ValidationSpec
 from automl_tasks.tuning import space as spaces
@@ -119,7 +120,7 @@ def test_adaptive_reaches_a_corner_optimum_in_one_sweep(slots):
 
 
 def test_window_selection():
-    counts = {shift_month("2018-01", k): 100 for k in range(12)}
+    counts = {str(Month(2018, 1) + k): 100 for k in range(12)}
     window = select_window(counts, "2018-10", 6)
     assert window.train == ("2018-04", "2018-05", "2018-06", "2018-07", "2018-08", "2018-09")
     assert window.holdout == "2018-10"
@@ -133,7 +134,7 @@ def test_window_selection():
     ("2018-10", {"2018-06": 0}, "training month 2018-06 has 0 rows"),
 ])
 def test_window_errors_name_the_month(month, counts_change, expected):
-    counts = {shift_month("2018-01", k): 100 for k in range(12)}
+    counts = {str(Month(2018, 1) + k): 100 for k in range(12)}
     counts.update(counts_change)
     with pytest.raises(DataError) as err:
         select_window(counts, month, 6)
@@ -141,7 +142,7 @@ def test_window_errors_name_the_month(month, counts_change, expected):
 
 
 def test_holdout_of_several_months_ends_at_the_month():
-    counts = {shift_month("2018-01", k): 100 for k in range(12)}
+    counts = {str(Month(2018, 1) + k): 100 for k in range(12)}
     window = select_window(counts, "2018-10", 4, holdout_count=3)
     assert window.holdout == "2018-10"                      # the run's month names the run
     assert window.holdout_months == ("2018-08", "2018-09", "2018-10")
@@ -162,7 +163,7 @@ def test_holdout_of_several_months_ends_at_the_month():
                  "starts at 2018-03", id="training-before-the-data"),
 ])
 def test_holdout_months_errors_name_the_month(month, start, counts_change, expected):
-    counts = {shift_month(start, k): 100 for k in range(12)}
+    counts = {str(Month.parse(start) + k): 100 for k in range(12)}
     counts.update(counts_change)
     with pytest.raises(DataError) as err:
         select_window(counts, month, 4, holdout_count=3)

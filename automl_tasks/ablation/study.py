@@ -28,6 +28,7 @@ import numpy as np
 
 from automl_tasks.ablation.stats import Interval, corrected_t, verdict
 from automl_tasks.errors import DataError, SpecError, TuningError
+from automl_tasks.formatting import number
 from automl_tasks.progress import report
 from automl_tasks.spec import JoinSpec, ModelSpec, ValidationSpec, check_month
 
@@ -494,9 +495,9 @@ def _results(spec, plan: Plan, arms, tasks, values, repeats, folds, ratio, direc
 def _result_line(r: dict) -> str:
     if r["delta"] is None:
         return f"  {r['feature']:<24} {r['verdict']:<12} {r['reason']}"
-    hold = "-" if r["holdout_delta"] is None else f"{r['holdout_delta']:+.4f}"
-    return (f"  {r['feature']:<24} {r['verdict']:<12} delta {r['delta']:+.4f} "
-            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p_value']:.3g} holdout {hold}"
+    return (f"  {r['feature']:<24} {r['verdict']:<12} delta {number(r['delta'], True)} "
+            f"[{number(r['ci_low'], True)}, {number(r['ci_high'], True)}] p={r['p_value']:.3g} "
+            f"holdout {number(r['holdout_delta'], True)}"
             + (f"  ({r['reason']})" if r["leakage"] else ""))
 
 

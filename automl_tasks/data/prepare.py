@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl_tasks.data.labels import class_key, class_values
 from automl_tasks.data.sources import MONTH_COL, join_tables, read_source, with_month
 from automl_tasks.data.windows import Window, select_window
 from automl_tasks.errors import DataError, SpecError
@@ -103,7 +104,10 @@ def resolve_columns(spec: ModelSpec, dtypes: dict[str, str]) -> tuple[list[str],
 
 
 def canonical_label(column: str):
-    """Label as a canonical string, so `1.0` (old exports) and `1` (new ones) are one class."""
+    """Label as a canonical string, so `1.0` (old exports) and `1` (new ones) are one class.
+
+    The Spark twin of data.labels.class_key: change both or neither (tests/test_labels.py).
+    """
     from pyspark.sql import functions as F
 
     raw = F.trim(F.col(column).cast("string"))
@@ -209,11 +213,7 @@ def _label_classes(df, spec: ModelSpec) -> list | None:
                         f"(e.g. {', '.join(sorted(values)[:5])}); use task: multiclass")
     if len(values) > 1000:
         raise DataError(f"label {label!r} has over 1000 classes; is it a regression target?")
-    try:
-        nums = sorted(float(v) for v in values)
-        return [int(v) if v.is_integer() else v for v in nums]
-    except ValueError:
-        return sorted(values)
+    return class_values(values)
 
 
 def _pipeline(features, categorical, impute: str):
@@ -266,7 +266,7 @@ def encoded_frame(pipeline_model, encoding: Encoding, df, spec: ModelSpec, class
     if classes is None:
         label = F.col(LABEL_COL)
     else:
-        mapping = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(str(c)), F.lit(i))])
+        mapping = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(class_key(c)), F.lit(i))])
         label = mapping[F.col(LABEL_COL)]
     segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
     return out.select(*[F.col(c).cast("double").alias(f"x{i}") for i, c in enumerate(cols)],

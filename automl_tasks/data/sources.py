@@ -6,6 +6,7 @@ import codecs
 import re
 from pathlib import Path
 
+from automl_tasks.data import months
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.spec import CsvSpec
 
@@ -183,7 +184,7 @@ def with_month(df, timestamp: str | None, month_column: str | None, timezone: st
         month = F.date_format(F.from_utc_timestamp(F.col(column).try_cast("timestamp"), timezone), "yyyy-MM")
     else:
         raw = F.trim(F.col(column).cast("string"))
-        month = F.when(raw.rlike(r"^\d{4}-(0[1-9]|1[0-2])$"), raw)
+        month = F.when(raw.rlike(months.PATTERN), raw)
     bad = df.where(F.col(column).isNotNull() & month.isNull()).select(column).limit(3).collect()
     if bad:
         shown = ", ".join(repr(r[0]) for r in bad)

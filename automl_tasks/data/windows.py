@@ -4,26 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from automl_tasks.data.months import Month, describe_months, months_ending
 from automl_tasks.errors import DataError
-
-
-def shift_month(month: str, delta: int) -> str:
-    year, mon = map(int, month.split("-"))
-    index = year * 12 + (mon - 1) + delta
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def holdout_months(month: str, count: int) -> tuple[str, ...]:
-    """The `count` months ending at `month` (the run's month), oldest first."""
-    return tuple(shift_month(month, -k) for k in range(count - 1, -1, -1))
-
-
-def describe_months(months) -> str:
-    """`2018-06`, or `2018-01..2018-06` for consecutive months; `none` for no month."""
-    if not months:
-        return "none"
-    first, last = months[0], months[-1]
-    return first if first == last else f"{first}..{last}"
 
 
 @dataclass(frozen=True)
@@ -54,12 +36,12 @@ def select_window(counts: dict[str, int], month: str | None, train_months: int,
         raise DataError(f"month {month} is outside the data, which covers {first} to {last}")
     if counts.get(month, 0) == 0:
         raise DataError(f"month {month} has no rows (the data covers {first} to {last})")
-    held = holdout_months(month, holdout_count)
+    held = months_ending(month, holdout_count)
     empty = [m for m in held if counts.get(m, 0) == 0]
     if empty:
         raise DataError(f"holdout month {empty[0]} has no rows (window.holdout_months: {holdout_count} "
                         f"holds out {held[0]} to {month}; the data covers {first} to {last})")
-    wanted = [shift_month(held[0], -k) for k in range(train_months, 0, -1)]
+    wanted = list(months_ending(str(Month.parse(held[0]) - 1), train_months))
     available = [m for m in wanted if m >= first]
     if len(available) < len(wanted):
         raise DataError(

@@ -12,6 +12,7 @@ import shutil
 from importlib import metadata as pkg_metadata
 from pathlib import Path
 
+from automl_tasks.data.labels import class_key
 from automl_tasks.data.prepare import Prepared
 from automl_tasks.models import algorithms, portable
 
@@ -32,7 +33,7 @@ def build_metadata(model, algorithm: str, prepared: Prepared, params: dict, run_
         "params": params,
         "label": spec.data.label,
         "classes": prepared.classes,
-        "label_mapping": ({str(c): i for i, c in enumerate(prepared.classes)}
+        "label_mapping": ({class_key(c): i for i, c in enumerate(prepared.classes)}
                           if prepared.classes is not None else None),
         "feature_names": enc.feature_names,
         "categorical": enc.categorical,

@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from automl_tasks.data.labels import class_key
 from automl_tasks.data.prepare import Prepared, load_frame
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
@@ -248,7 +249,7 @@ def _check_same_rows(specs, prepared, holdouts, month: str) -> None:
 
 def _label_values(y: np.ndarray, classes: list | None) -> np.ndarray:
     # Class indices depend on each spec's training window; compare the class values.
-    return y if classes is None else np.array([str(c) for c in classes], dtype=object)[y]
+    return y if classes is None else np.array([class_key(c) for c in classes], dtype=object)[y]
 
 
 def _winner(overall: Comparison, refs: tuple) -> str:

@@ -17,11 +17,13 @@ from typing import Callable
 
 import numpy as np
 
+from automl_tasks.data.labels import class_key
+from automl_tasks.data.months import Month, describe_months, months_ending
 from automl_tasks.data.prepare import LABEL_COL, Prepared, canonical_label, load_frame
 from automl_tasks.data.sources import MONTH_COL
-from automl_tasks.data.windows import describe_months, holdout_months, shift_month
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
+from automl_tasks.formatting import number
 from automl_tasks.progress import report
 from automl_tasks.registry import claims, promotion, tracking
 from automl_tasks.registry import policy as gates
@@ -52,14 +54,14 @@ def holdout_rows(frame, spec: ModelSpec, month: str, classes: list | None):
 
     label = (canonical_label(spec.data.label) if spec.task != "regression"
              else F.col(spec.data.label).try_cast("double"))
-    held = list(holdout_months(month, spec.window.holdout_months))
+    held = list(months_ending(month, spec.window.holdout_months))
     df = frame.where(F.col(MONTH_COL).isin(held)).withColumn(LABEL_COL, label).persist()
     segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
     pdf = df.select(F.col(LABEL_COL).alias("y"), segment.alias("segment")).toPandas()
     if classes is None:
         y = pdf["y"].to_numpy(dtype=np.float64)
     else:
-        index = {str(c): i for i, c in enumerate(classes)}
+        index = {class_key(c): i for i, c in enumerate(classes)}
         y = np.array([index[v] for v in pdf["y"]], dtype=np.int64)
     segments = pdf["segment"].to_numpy(dtype=object) if spec.segment else None
     return df, y, segments
@@ -69,11 +71,11 @@ def align_classes(prediction: np.ndarray, meta: dict, classes: list | None) -> n
     """Reorder a classifier's probability columns to `classes` (the candidate's order)."""
     if classes is None or meta["classes"] == classes:
         return prediction
-    index = {str(c): i for i, c in enumerate(meta["classes"])}
-    missing = [c for c in classes if str(c) not in index]
+    index = {class_key(c): i for i, c in enumerate(meta["classes"])}
+    missing = [c for c in classes if class_key(c) not in index]
     if missing:
         raise DataError(f"the baseline model never saw class {missing[0]!r}; compare on a common label set")
-    return prediction[:, [index[str(c)] for c in classes]]
+    return prediction[:, [index[class_key(c)] for c in classes]]
 
 
 MIN_SEGMENT_ROWS = 30
@@ -301,7 +303,7 @@ def _evaluate(spec: ModelSpec, month: str, prepared: Prepared, champion, client,
             scores = champion_scores(spec, y, champion_pred, segments)
             champion_metric = scores["overall"]
             mlflow.log_metrics({_series_key(spec.metric, k): v for k, v in scores.items()},
-                               step=_month_step(month))
+                               step=Month.parse(month).step)
             mlflow.set_tag("automl.champion_version", champion[0])
             mlflow.log_figure(champion_trend(client, experiment, spec, month, scores), "champion_trend.png")
             progress(f"{spec.name} {month}: champion v{champion[0]} {spec.metric}={champion_metric:.4f}")
@@ -443,16 +445,6 @@ class Stopwatch:
         self.last = now
 
 
-def _month_step(month: str) -> int:
-    """Months as consecutive integers, so MLflow charts the champion's metric over time."""
-    year, mon = map(int, month.split("-"))
-    return year * 12 + mon - 1
-
-
-def previous_month(month: str) -> str:
-    return shift_month(month, -1)
-
-
 def history(name: str) -> list[dict]:
     """One row per month run so far: the champion's score, drift, the challenger, the decision.
 
@@ -492,17 +484,14 @@ def history(name: str) -> list[dict]:
 
 
 def format_history(rows: list[dict], metric: str = "metric") -> str:
-    def num(value, signed=False):
-        return "-" if value is None else (f"{value:+.4f}" if signed else f"{value:.4f}")
-
     lines = [f"{'month':<8} {'champion':>8} {metric:>9} {'drift':>6}  {'challenger':<18} "
              f"{'delta [95% CI]':<27} {'decision':<25} {'champion after':>14}"]
     for r in rows:
-        ci = (f"{num(r['delta'], True)} [{num(r['ci_low'], True)}, {num(r['ci_high'], True)}]"
+        ci = (f"{number(r['delta'], True)} [{number(r['ci_low'], True)}, {number(r['ci_high'], True)}]"
               if r["delta"] is not None else "-")
         lines.append(f"{r['month']:<8} {('v' + r['champion']) if r['champion'] else '-':>8} "
-                     f"{num(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
-                     f"{r['challenger'] + ' ' + num(r['challenger_metric']):<18} {ci:<27} "
+                     f"{number(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
+                     f"{r['challenger'] + ' ' + number(r['challenger_metric']):<18} {ci:<27} "
                      f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<25} "
                      f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}")
     return "\n".join(lines)

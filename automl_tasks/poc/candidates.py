@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from automl_tasks.data.labels import class_key
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.metrics import METRICS, compute_metric
 from automl_tasks.models import adapters
@@ -125,7 +126,7 @@ def test_predictions(model, pipeline_model, test_df, spec, classes: list | None)
         if classes is None:
             y = raw.to_numpy(dtype=np.float64)
         else:
-            index = {str(c): i for i, c in enumerate(classes)}
+            index = {class_key(c): i for i, c in enumerate(classes)}
             unseen = sorted({v for v in raw.dropna() if v not in index})
             if unseen:
                 raise DataError(f"test data label {label!r} has value {unseen[0]!r}, which the training "

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from automl_tasks.data.labels import class_key
+
 NUMERIC = ("double", "float", "int", "bigint", "smallint", "tinyint")
 HEAVY_MISSING = 0.5
 HIGH_CARDINALITY = 50
@@ -134,17 +136,8 @@ def findings(profiles: list[ColumnProfile], n_rows: int, task: str, label_shares
 def label_shares(pdf, label: str, task: str) -> dict[str, float]:
     if task == "regression":
         return {}
-    counts = pdf[label].dropna().map(_class_key).value_counts(normalize=True)
+    counts = pdf[label].dropna().map(class_key).value_counts(normalize=True)
     return {str(k): float(v) for k, v in counts.items()}
-
-
-def _class_key(value) -> str:
-    # Canonical class names as in data.prepare: 1, 1.0 and "1" are one class.
-    try:
-        number = float(value)
-        return str(int(number)) if number.is_integer() else str(number)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def single_feature_scores(spark, prepared, metric: str, slots: int) -> dict[str, float]:

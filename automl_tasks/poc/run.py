@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from automl_tasks import config
+from automl_tasks.data.labels import class_key
 from automl_tasks.errors import DataError
+from automl_tasks.formatting import number
 from automl_tasks.models import algorithms
 from automl_tasks.poc.request import PocRequest, resolve
 from automl_tasks.progress import report
@@ -149,7 +149,7 @@ def check_test_labels(test_df, spec, classes: list | None) -> None:
         raise DataError(f"test data label {label!r} is missing or not a number in {missing} row(s); "
                         "leave the column out to predict without scoring")
     if classes is not None:
-        known = {str(c) for c in classes}
+        known = {class_key(c) for c in classes}
         seen = [r[0] for r in test_df.select(value.alias("v")).distinct().limit(1001).collect()]
         unseen = sorted(v for v in seen if v not in known)
         if unseen:
@@ -471,8 +471,8 @@ def outputs(out: Path, evaluated: dict, check, segments) -> dict:
 
 
 def format_leaderboard(board: list[dict], metric: str) -> str:
-    def num(v):
-        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.5f}"
+    def num(v):   # NaN too: an algorithm that could not be scored
+        return number(None if isinstance(v, float) and not math.isfinite(v) else v, digits=5)
 
     lines = [f"{'rank':<5}{'algorithm':<21}{'cv ' + metric:>18}{'out-of-fold':>13}{'test':>10}{'fit s':>9}"]
     for r in board:

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from automl_tasks.data.months import Month
 from automl_tasks.errors import AutomlError
 from automl_tasks.registry import claims
 from automl_tasks.registry.tracking import MAX_TAG, client
@@ -63,7 +63,6 @@ CLAIM = PREFIX + "claim."   # + a random key: one registered-model tag per open/
 CLAIM_TTL_S = 600.0         # an older claim was left by a crashed process: ignored and removed
 CLAIM_WAIT_S = 120.0        # how long to wait for other steps on the model before giving up
 _NOW = object()             # open_decision's default: measured against the champion of now
-_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
 @dataclass
@@ -104,7 +103,7 @@ def register_candidate(model_uri: str, name: str, *, month: str, run_id: str,
     """
     import mlflow
 
-    _check_month(month)
+    Month.parse(month)
     ours = {CANDIDATE_MONTH: month, SOURCE_RUN: run_id, MODEL_URI: model_uri}
     clash = sorted(k for k in tags if k.startswith(PREFIX) or (k in ours and tags[k] != ours[k]))
     if clash:
@@ -135,7 +134,7 @@ def open_decision(name: str, version: str, *, month: str, evidence: dict,
     none); approval requires it to be champion still. Default: the champion now.
     """
     c, version = client(), str(version)
-    _check_month(month)
+    Month.parse(month)
     _model_version(c, name, version)
     with _claim(c, name):
         return _open(c, name, version, month, evidence, evidence_run_id, reasons, measured_against)
@@ -435,11 +434,6 @@ def _compact(data: dict) -> str:
 
 
 # ---------------------------------------------------------------- small helpers
-
-def _check_month(month: str) -> None:
-    if not isinstance(month, str) or not _MONTH.fullmatch(month):
-        raise AutomlError(f"month must be YYYY-MM, got {month!r}")
-
 
 def _quoted(value: str) -> str:
     """A search-filter string literal; MLflow's filter parser has no escape for quotes."""

@@ -7,10 +7,15 @@ same thing: the Airflow approval task's body, the month run's description (and i
 
 from __future__ import annotations
 
-from automl_tasks.data.windows import describe_months
+from functools import partial
+
+from automl_tasks.data.months import describe_months
+from automl_tasks.formatting import number
 from automl_tasks.registry import links, tracking
 
 SUMMARY_ARTIFACT = "decision.md"
+MISSING = "–"   # an en dash: a missing value in the Markdown tables
+_num = partial(number, missing=MISSING)
 
 
 def run_link(experiment_id: str, run_id: str, label: str) -> str:
@@ -22,12 +27,6 @@ def version_link(name: str, version: str, label: str | None = None) -> str:
     url = links.version_url(name, version)
     label = label or f"{name} v{version}"
     return f"[{label}]({url})" if url else label
-
-
-def _num(value, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
@@ -62,16 +61,16 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
                   "", "| rows | n | delta | CI | level | p |", "|---|---|---|---|---|---|"]
         for c in record["comparisons"]:
             ci = (f"{_num(c['ci_low'], True)} .. {_num(c['ci_high'], True)}"
-                  if c["ci_low"] is not None else c.get("note") or "–")
+                  if c["ci_low"] is not None else c.get("note") or MISSING)
             lines.append(f"| {c['segment'] or 'all'} | {c['n_rows']} | {_num(c['delta'], True)} | {ci} | "
                          f"{c.get('confidence', 0.95):.1%} | "
-                         f"{'–' if c['p_value'] is None else format(c['p_value'], '.3f')} |")
+                         f"{_num(c['p_value'], digits=3)} |")
     study = record.get("ablation")
     if study:
         lines += ["", f"Feature ablation (MLflow run `{study['run_id']}`; delta of adding each feature, 95% CI):",
                   "", "| feature | delta | 95% CI | verdict |", "|---|---|---|---|"]
         for r in study["results"]:
-            ci = "–" if r["ci_low"] is None else f"{_num(r['ci_low'], True)} .. {_num(r['ci_high'], True)}"
+            ci = MISSING if r["ci_low"] is None else f"{_num(r['ci_low'], True)} .. {_num(r['ci_high'], True)}"
             verdict = r["verdict"] + (f" ({r['reason']})" if r.get("reason") else "")
             lines.append(f"| {r['feature']} | {_num(r['delta'], True)} | {ci} | {verdict} |")
     dupes = record.get("duplicate_ids")

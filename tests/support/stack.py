@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from unittest import mock
 
+from automl_tasks.data.months import Month
 from tests.support.airflow_api import AIRFLOW, AirflowApiServer
 from tests.support.mlflow_server import REPO, Server
 from tests.support.postgres import Postgres
@@ -50,7 +51,7 @@ def _password() -> str:
 
 def _next_month() -> str:
     now = datetime.now(timezone.utc)
-    return f"{now.year + now.month // 12}-{now.month % 12 + 1:02d}"
+    return str(Month(now.year, now.month) + 1)
 
 
 @dataclass
