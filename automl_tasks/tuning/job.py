@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from automl_tasks import config
+from automl_tasks import config, formatting
 from automl_tasks.data.prepare import Prepared, prepare
 from automl_tasks.errors import SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric, is_better
@@ -359,7 +359,7 @@ def _log_trials_table(trials: list[TrialResult], metric: str) -> None:
 
 def format_leaderboard(leaderboard: list[dict], metric: str) -> str:
     def number(value, signed=False):
-        return "-" if value is None else (f"{value:+.5f}" if signed else f"{value:.5f}")
+        return formatting.number(value, signed, digits=5)
 
     lines = [f"{'algorithm':<10} {'cv ' + metric:>18} {'holdout':>10} {'defaults':>10} {'lift':>9} "
              f"{'trials':>7} {'failed':>7}"]
