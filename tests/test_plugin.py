@@ -121,26 +121,32 @@ def test_links_and_tags_from_the_environment(monkeypatch):
             "http://127.0.0.1:8080/dags/monthly_retrain/runs/scheduled__2018-02-01T00%3A00%3A00%2B00%3A00"}
 
 
-def test_month_runs_name_the_month_a_run_covers():
-    """plugins/month_runs.py: the run that starts on 1 November covers October, and says so."""
-    import sys
+MONTH_RUNS_PROBE = """
+import json, pendulum
+from airflow.timetables.base import DataInterval
+from airflow.utils.types import DagRunType
+from month_runs import MonthRuns
+timetable = MonthRuns("@monthly", timezone="UTC")
+after = pendulum.datetime(2018, 11, 1, tz="UTC")
+october = DataInterval(pendulum.datetime(2018, 10, 1, tz="UTC"), after)
+again = MonthRuns.deserialize(timetable.serialize())
+print("IDS " + json.dumps({
+    "scheduled": timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=after, data_interval=october),
+    "manual_without_interval": timetable.generate_run_id(run_type=DagRunType.MANUAL, run_after=after,
+                                                         data_interval=None),
+    "deserialized": [type(again).__name__, again.serialize() == timetable.serialize()]}))
+"""
 
-    import pendulum
-    from airflow.timetables.base import DataInterval
-    from airflow.utils.types import DagRunType
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-    try:
-        from month_runs import MonthRuns
-    finally:
-        sys.path.pop(0)
-    timetable = MonthRuns("@monthly", timezone="UTC")
-    after = pendulum.datetime(2018, 11, 1, tz="UTC")
-    october = DataInterval(pendulum.datetime(2018, 10, 1, tz="UTC"), after)
-    assert timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=after, data_interval=october) \
-        == "scheduled__2018-10__2018-11-01T00:00:00+00:00"
-    assert timetable.generate_run_id(run_type=DagRunType.MANUAL, run_after=after, data_interval=None) \
-        == "manual__2018-11-01T00:00:00+00:00"                 # no interval: no month to name
-    # The scheduler rebuilds it from the serialized DAG: same class, same schedule.
-    again = MonthRuns.deserialize(timetable.serialize())
-    assert type(again) is MonthRuns and again.serialize() == timetable.serialize()
+def test_month_runs_name_the_month_a_run_covers(airflow_env):
+    """plugins/month_runs.py: the run that starts on 1 November covers October, and says so; the
+    scheduler rebuilds the same timetable from the serialized DAG. (Airflow in a child process,
+    with the plugins folder on its path, as every Airflow process here has it.)"""
+    env = {**airflow_env, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"}
+    out = subprocess.run([sys.executable, "-c", MONTH_RUNS_PROBE], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _tagged(out.stdout, "IDS") == {
+        "scheduled": "scheduled__2018-10__2018-11-01T00:00:00+00:00",
+        "manual_without_interval": "manual__2018-11-01T00:00:00+00:00",     # no interval: no month to name
+        "deserialized": ["MonthRuns", True]}
