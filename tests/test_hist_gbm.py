@@ -48,7 +48,11 @@ def test_hist_gbm_tunes_per_trial_and_its_logged_model_predicts_as_fitted(task, 
     [entry] = summary["leaderboard"]
     assert entry["algorithm"] == "hist_gbm" and entry["status"] == "ok"
     assert (entry["trials"], entry["failed"]) == (2, 0)
-    assert entry["params"] in ({"max_leaf_nodes": 7, "max_iter": 30}, {"max_leaf_nodes": 15, "max_iter": 30})
+    # A grid point, or the defaults when neither point beat them on the same folds.
+    if entry["defaults_kept"]:
+        assert entry["params"] == {} and entry["lift"] == 0.0
+    else:
+        assert entry["params"] in ({"max_leaf_nodes": 7, "max_iter": 30}, {"max_leaf_nodes": 15, "max_iter": 30})
     assert np.isfinite(entry["cv_value"]) and entry["holdout_value"] is not None
     assert entry["baseline_value"] is not None      # the library's default params, scored too
 

@@ -68,7 +68,13 @@ def test_cli_tune_json_for_each_task(task, demo_dir, tmp_path, tracking):
     metric = summary["best"]["metric"]
     assert all(metric in c.data.metrics and f"{metric}_fold2" in c.data.metrics for c in children)
     best_child = max(children, key=lambda c: c.data.metrics[metric] * (1 if metric == "areaUnderROC" else -1))
-    assert best_child.data.metrics[metric] == pytest.approx(summary["best"]["value"])
+    best_entry = next(e for e in summary["leaderboard"] if e["algorithm"] == summary["best"]["algorithm"])
+    if best_entry["defaults_kept"]:      # no trial beat the defaults: the best is the baseline's score
+        assert summary["best"]["value"] == pytest.approx(
+            parent.data.metrics[f"baseline_{metric}_{summary['best']['algorithm']}"])
+        assert summary["best"]["value"] == best_entry["baseline_value"] and best_entry["lift"] == 0.0
+    else:
+        assert best_child.data.metrics[metric] == pytest.approx(summary["best"]["value"])
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert {"trials.json", "trials.csv", "search_space", "parameter_grid", "native", "spec.yaml",
             "preprocessing", "leaderboard.json"} <= artifacts
