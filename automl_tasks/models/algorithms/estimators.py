@@ -32,6 +32,26 @@ def signature_types(init) -> dict[str, tuple[type, bool]]:
     return found
 
 
+def booster_parameters(module: str, base: str) -> tuple[Callable, Callable]:
+    """(params, param_types) of a booster whose scikit-learn base class is `module.base`: the
+    names a spec may set (its get_params() less what the project sets) and their types. Read
+    on first use: the library is imported then, not when the registry is."""
+    @functools.cache
+    def model_class():
+        return getattr(importlib.import_module(module), base)
+
+    @functools.cache
+    def params() -> frozenset[str]:
+        return frozenset(set(model_class()().get_params()) - BOOSTER_RESERVED
+                         - {"kwargs", "missing", "importance_type"})
+
+    @functools.cache
+    def param_types() -> dict[str, tuple[type, bool]]:
+        return signature_types(model_class().__init__)
+
+    return params, param_types
+
+
 def _log(module: str, options: Callable, model, algorithm: str, prepared, X_example):
     """Log with the flavor; the signature comes from predict_proba for classifiers."""
     import pandas as pd

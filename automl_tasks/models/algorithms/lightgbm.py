@@ -8,7 +8,6 @@ Native file: the booster's text model (`model.txt`), which plain lightgbm loads.
 from __future__ import annotations
 
 import warnings
-from functools import cache
 
 import numpy as np
 
@@ -37,19 +36,7 @@ def objective(model) -> str:
     return str(model.objective_)
 
 
-@cache
-def params() -> frozenset[str]:
-    import lightgbm as lgb
-
-    return frozenset(set(lgb.LGBMModel().get_params()) - estimators.BOOSTER_RESERVED
-                     - {"kwargs", "missing", "importance_type"})
-
-
-@cache
-def param_types() -> dict[str, tuple[type, bool]]:
-    import lightgbm as lgb
-
-    return estimators.signature_types(lgb.LGBMModel.__init__)
+params, param_types = estimators.booster_parameters("lightgbm", "LGBMModel")
 
 
 def importance(model, feature_names: list[str], categorical=()) -> dict[str, float]:

@@ -7,7 +7,6 @@ Native file: the booster's JSON (`model.json`, feature names inside), which plai
 from __future__ import annotations
 
 import warnings
-from functools import cache
 
 import numpy as np
 
@@ -42,19 +41,7 @@ def objective(model) -> str:
     return str(model.get_params().get("objective") or model.objective)
 
 
-@cache
-def params() -> frozenset[str]:
-    import xgboost as xgb
-
-    return frozenset(set(xgb.XGBModel().get_params()) - estimators.BOOSTER_RESERVED
-                     - {"kwargs", "missing", "importance_type"})
-
-
-@cache
-def param_types() -> dict[str, tuple[type, bool]]:
-    import xgboost as xgb
-
-    return estimators.signature_types(xgb.XGBModel.__init__)
+params, param_types = estimators.booster_parameters("xgboost", "XGBModel")
 
 
 def importance(model, feature_names: list[str], categorical=()) -> dict[str, float]:
