@@ -51,10 +51,11 @@ def feature_ablation():
         from automl_tasks.ablation.study import request, run_ablation
         from automl_tasks.paths import confined, specs_in
         from automl_tasks.progress import stderr_as_info
-        from automl_tasks.registry import links
+        from automl_tasks.registry import links, tracking
         from automl_tasks.spark import get_spark
         from automl_tasks.spec import load_spec
 
+        tracking.configure()            # this task's process talks to the configured MLflow store
         spec = load_spec(specs_in(SPECS_DIR, params["spec"])[0])
         spark = get_spark()
         table = params.get("table")

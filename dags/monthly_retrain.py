@@ -101,8 +101,10 @@ def monthly_retrain():
         def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             from automl_tasks.pipelines.monthly import run_monthly
             from automl_tasks.progress import stderr_as_info
+            from automl_tasks.registry import tracking
             from automl_tasks.spec import load_spec
 
+            tracking.configure()        # this task's process talks to the configured MLflow store
             month = _month(params, data_interval_start)
             spec = load_spec(spec_path)
             _label(spec.name, month)
@@ -127,8 +129,9 @@ def monthly_retrain():
         @task(map_index_template=LABEL)
         def apply_decision(result: dict, answer: dict | None, ti=None) -> dict:
             from automl_tasks.progress import stderr_as_info
-            from automl_tasks.registry import promotion
+            from automl_tasks.registry import promotion, tracking
 
+            tracking.configure()        # this task's process talks to the configured MLflow store
             _label(result["name"], result["month"])
             _show_links(ti, result)
             if answer is None:  # settled by the policy in evaluate
@@ -146,6 +149,9 @@ def monthly_retrain():
             """Develop vs master: the spec as on two git refs, trained and compared on the month."""
             from airflow.sdk.exceptions import AirflowSkipException
 
+            from automl_tasks.registry import tracking
+
+            tracking.configure()        # this task's process talks to the configured MLflow store
             _label(Path(spec_path).stem, _month(params, data_interval_start))
             if not params.get("refs"):
                 raise AirflowSkipException("no refs to compare (Param refs / AUTOML_COMPARE_REFS)")

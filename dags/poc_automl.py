@@ -85,8 +85,9 @@ def poc_automl():
         from automl_tasks.poc.request import PocRequest
         from automl_tasks.poc.run import run_poc
         from automl_tasks.progress import stderr_as_info
-        from automl_tasks.registry import links
+        from automl_tasks.registry import links, tracking
 
+        tracking.configure()            # this task's process talks to the configured MLflow store
         roots = os.environ.get("AUTOML_DATA_ROOTS")
         roots = roots.split(os.pathsep) if roots else [DATA_DIR, INBOX]
         with stderr_as_info():

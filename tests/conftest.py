@@ -35,6 +35,9 @@ def tracking(mlflow_url, tmp_path, monkeypatch):
     """Point the library at the test server and a fresh AUTOML_HOME."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
     monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "home"))
+    from automl_tasks.registry import tracking as mlflow_tracking
+
+    mlflow_tracking.configure()       # the test's entry point: MLflow's fluent API included
     return mlflow_url
 
 
@@ -66,18 +69,22 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_mlflow_uris_across_tests():
-    """tracking.client() sets MLflow's process-global tracking and registry URIs; tests point
-    at different servers, so a later test must not read from or write to an earlier test's
-    (stopped) server. mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: restored too."""
+def _each_test_configures_mlflow_afresh():
+    """Each test is a process of its own for MLflow's configuration: configured once, by its
+    fixtures (`tracking`), the CLI's main or its first tracking.client(), for its own store.
+
+    A reset is still needed: MLflow's tracking and registry URIs are process-global and pytest runs
+    every test in one process, so what one test configured (or set itself with
+    mlflow.set_tracking_uri) would send a later test to an earlier test's (stopped) server.
+    tracking.unconfigure() resets them with MLflow's public setters. mlflow.set_tracking_uri also
+    exports MLFLOW_TRACKING_URI, even when the test had it unset (default store under
+    AUTOML_HOME): restored to what it was, else the next test would read that store's URI."""
     tracking_env = os.environ.get("MLFLOW_TRACKING_URI")
     registry_env = os.environ.get("MLFLOW_REGISTRY_URI")
     yield
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from automl_tasks.registry import tracking
 
-    registry_utils._registry_uri = None
-    tracking_utils._tracking_uri = None
+    tracking.unconfigure()
     if tracking_env is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:

@@ -92,7 +92,7 @@ def test_two_runs_of_one_month_register_one_version(store, tracking, demo_dir, t
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "AUTOML_HOME": str(tmp_path / "home"),
            "SPARK_MASTER": "local[1]"}
     args = ["monthly", "--spec", str(spec_path), "--month", MONTH, "--promotion", "auto", "--json"]
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)   # not the registry the `tracking` fixture configured
     procs = []
     try:
         first = start_cli(args, env, tmp_path / "first.log")

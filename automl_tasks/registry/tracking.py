@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import queue
+import sys
 import threading
 import time
+from pathlib import Path
 
 from automl_tasks import config
 from automl_tasks.registry import links
@@ -16,14 +18,30 @@ from automl_tasks.spec import ModelSpec
 MAX_TAG = 5000
 
 
-def client():
-    """Point MLflow at the configured store and return a client for it."""
-    import mlflow
-    from mlflow import MlflowClient
+# The store configure() pointed MLflow at in this process; None until it has.
+_configured: str | None = None
 
+
+def configure() -> str:
+    """Point MLflow, fluent API included, at the configured store (`config.tracking_uri()`) for
+    this whole process; returns its URI.
+
+    Each entry point calls it once at its start: the CLI's main, each Airflow task, the tests'
+    fixtures. Idempotent: again with the same settings it changes nothing; with other settings
+    (an in-process caller that changed MLFLOW_TRACKING_URI or AUTOML_HOME) it re-points MLflow.
+    Library code calls client(), which configures only when the process is not configured for the
+    current settings (the Python API from a notebook, with no entry point), so not on every call.
+    mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so a store set that way is the configured
+    one from then on. Makes no folder or store.
+    """
+    import mlflow
+
+    global _configured
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = config.tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = config.tracking_uri(create=False)
+    if uri == _configured and mlflow.get_tracking_uri() == uri:
+        return uri
+    mlflow.set_tracking_uri(uri)       # also exports MLFLOW_TRACKING_URI, for child processes
     # The registry lives in the same store. Set explicitly, MLflow no longer asks an active
     # Spark session for "spark.mlflow.modelRegistryUri" each time it makes a client (a py4j
     # call, which fails while a signal-interrupted Spark call is unwinding).
@@ -35,6 +53,41 @@ def client():
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
     else:
         os.environ["MLFLOW_REGISTRY_URI"] = inherited
+    _configured = uri
+    return uri
+
+
+def unconfigure() -> None:
+    """Undo configure() (and any mlflow.set_tracking_uri / set_registry_uri): MLflow falls back to
+    MLFLOW_TRACKING_URI, and the next client() configures again.
+
+    For a process that runs job after job against different stores, as pytest runs tests each
+    with its own (tests/conftest.py); public MLflow API only. The environment is left as it is.
+    """
+    global _configured
+    _configured = None
+    if "mlflow" not in sys.modules:    # nothing was set: not worth importing MLflow to say so
+        return
+    import mlflow
+
+    tracking_env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)      # also unsets MLFLOW_TRACKING_URI: not this function's to unset
+    mlflow.set_registry_uri(None)      # exports nothing when None
+    if tracking_env is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_env
+
+
+def client():
+    """A client of the configured store. Configures MLflow only when this process has not been
+    configured for the current settings (first use without an entry point, or MLFLOW_TRACKING_URI /
+    AUTOML_HOME changed since): never again on later calls, never fighting an entry point."""
+    from mlflow import MlflowClient
+
+    uri = config.tracking_uri(create=False)
+    if uri != _configured:
+        configure()
+    if uri.startswith("sqlite:///"):   # the folder of a local store (the home folder by default)
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -84,11 +137,36 @@ def airflow_tags(dag_run_id: str | None = None) -> dict[str, str]:
     return {key: value for key, value in tags.items() if value}
 
 
+def _quoted(value: str) -> str:
+    """A filter-string literal: MLflow's parser takes single or double quotes, no escapes."""
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"a tag value with both quote kinds cannot be searched for: {value!r}")
+
+
+def find_runs(mlflow_client, experiment_ids: list[str], tags: dict[str, str], *,
+              finished: bool = False, max_results: int = 5000) -> list:
+    """The runs carrying every tag in `tags` (values quoted), newest first; FINISHED only if asked."""
+    clauses = [f"tags.`{key}` = {_quoted(value)}" for key, value in tags.items()]
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    return mlflow_client.search_runs(list(experiment_ids), filter_string=" and ".join(clauses),
+                                     order_by=["attributes.start_time DESC"], max_results=max_results)
+
+
+def find_run(mlflow_client, experiment_ids: list[str], tags: dict[str, str], *, finished: bool = False):
+    """The newest run carrying every tag in `tags`, or None."""
+    runs = find_runs(mlflow_client, experiment_ids, tags, finished=finished, max_results=1)
+    return runs[0] if runs else None
+
+
 def clear_attempt(mlflow_client, experiment: str, run_id: str) -> None:
     """Delete what an interrupted attempt of `run_id` left inside it (its nested runs and the
     models it logged), so the resumed run logs them once. Deleted runs stay restorable."""
-    children = mlflow_client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{run_id}'",
-                                         max_results=50000)
+    children = find_runs(mlflow_client, [experiment], {"mlflow.parentRunId": run_id}, max_results=50000)
     for child in children:
         mlflow_client.delete_run(child.info.run_id)
     for model in mlflow_client.search_logged_models([experiment], f"source_run_id = '{run_id}'"):
