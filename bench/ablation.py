@@ -52,7 +52,9 @@ def main() -> None:
 
     import yaml
 
-    from automl_tasks.ablation import study
+    from automl_tasks import fitting
+    from automl_tasks.ablation import fits, study
+    from automl_tasks.ablation import plan as plan_
     from automl_tasks.data.demo import write_demo_data
     from automl_tasks.data.prepare import prepare
     from automl_tasks.spark import get_spark, task_slots
@@ -75,46 +77,46 @@ def main() -> None:
     spark = get_spark("bench-ablation")
     slots = task_slots(spark)
 
-    algorithm, params, _, _ = study._model_config(spec, quiet)
-    plan = study._plan(spark, spec, month, None, spec.ablation.tables, "add", None, quiet)
-    prepared = prepare(spark, study._study_spec(spec, plan, "add"), month)
-    staged, _ = study._stage_design(spark, prepared, spec, args.repeats, args.folds)
-    ctx = study.StudyContext(staged, algorithm, spec.task, params, tuple(prepared.encoding.categorical_idx),
-                             1, spec.seed)
+    design = fits.Design("add", args.repeats, args.folds)
+    algorithm, params, _, _ = plan_.model_config(spec, quiet)
+    plan = plan_.make_plan(spark, spec, month, None, spec.ablation.tables, "add", None, quiet)
+    prepared = prepare(spark, plan_.study_spec(spec, plan, "add"), month)
+    staged = fits.stage_design(spark, prepared, spec, design)
+    learner = fitting.Learner(algorithm, spec.task, tuple(prepared.encoding.categorical_idx), 1, spec.seed)
     names = prepared.encoding.feature_names
     has_holdout = prepared.holdout is not None
 
     def tasks_for(candidates):
-        sub = study.Plan(plan.base, candidates, {}, plan.tables)
-        return study._tasks(study._arms(names, sub, "add"), spec, args.repeats, args.folds, has_holdout)
+        sub = plan_.Plan(plan.base, candidates, {}, plan.tables)
+        return fits.wave_fits(fits.arm_columns(names, sub, "add"), spec, params, design, has_holdout)
 
-    study.run_fits(spark, ctx, tasks_for(plan.candidates[:1]), slots)   # warm the Python workers
+    fits.run_wave(spark, staged, learner, tasks_for(plan.candidates[:1]), slots)   # warm the Python workers
     results = {"rows_train": int(len(prepared.train.y)), "slots": slots, "candidates": len(plan.candidates),
                "repeats": args.repeats, "folds": args.folds}
 
     def timed(name, fn):
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        fits = fn()   # fits run (A-C) or candidate results (E2E)
-        results[name] = {"seconds": round(time.perf_counter() - start, 2), "count": fits,
+        count = fn()   # fits run (A-C) or candidate results (E2E)
+        results[name] = {"seconds": round(time.perf_counter() - start, 2), "count": count,
                          "load_before": round(load, 2)}
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
 
     all_tasks = tasks_for(plan.candidates)
-    timed("A_one_wave", lambda: len(study.run_fits(spark, ctx, all_tasks, slots)))
+    timed("A_one_wave", lambda: len(fits.run_wave(spark, staged, learner, all_tasks, slots)))
 
     def waves():
         n = 0
         for c in plan.candidates:
-            n += len(study.run_fits(spark, ctx, tasks_for([c]), slots))
+            n += len(fits.run_wave(spark, staged, learner, tasks_for([c]), slots))
         return n
     timed("B_wave_per_study", waves)
 
     def driver_loop():
         n = 0
         for c in plan.candidates:
-            for task in tasks_for([c]).values():
-                study.fit_task(ctx, task)
+            for fit in tasks_for([c]).values():
+                staged.fit_score(learner, fit)
                 n += 1
         return n
     timed("C_sequential_driver", driver_loop)

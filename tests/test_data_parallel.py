@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from automl_tasks.data.prepare import prepare
 from automl_tasks.errors import DataError, SpecError, TuningError
 from automl_tasks.evaluation.metrics import compute_metric
+from automl_tasks.fitting import Fit, Learner
 from automl_tasks.models import adapters, lightgbm_distributed
 from automl_tasks.spec import load_spec, parse_spec
 from automl_tasks.tuning import data_parallel, training_path
@@ -111,8 +112,8 @@ def test_data_parallel_folds_score_like_per_trial_folds(same_folds, spark, algor
     ctx = FitContext(stage(spark, folds), algorithm, spec.task, spec.metric, tuple(categorical), 1, spec.seed)
     for fold in range(folds.n_folds):
         local, _, n_fit, n_valid = fit_fold(ctx, params, fold)
-        distributed, _, dp_fit, dp_valid = data_parallel.fit_fold(
-            window, algorithm, spec.task, spec.metric, params, fold, categorical, spec.seed)
+        distributed, _, dp_fit, dp_valid = data_parallel.fit_fold(window, ctx.learner,
+                                                                  Fit(params, spec.metric, fold))
         assert (dp_fit, dp_valid) == (n_fit, n_valid)
         assert distributed == pytest.approx(local, abs=AUC_TOLERANCE[algorithm]), (algorithm, fold)
 
@@ -141,7 +142,8 @@ def test_a_data_parallel_model_is_the_estimator_export_expects(same_folds, spark
     spec, prepared, folds, window = same_folds
     categorical = prepared.encoding.categorical_idx
     for algorithm, params in (("xgboost", {"n_estimators": 5}), ("lightgbm", {"n_estimators": 5})):
-        trained = data_parallel.fit(window, algorithm, spec.task, params, window.frame, categorical, spec.seed)
+        learner = Learner(algorithm, spec.task, tuple(categorical), 1, spec.seed)
+        trained = data_parallel.train(window, learner, params, window.frame)
         estimator = data_parallel.to_estimator(trained, spec.task, params, window.n_classes)
         expected = data_parallel._booster_predict(algorithm, trained.booster, folds.X[:20], spec.task)
         assert np.allclose(adapters.predict(estimator, spec.task, folds.X[:20]), expected)

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from automl_tasks import cli
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import paired_bootstrap
-from automl_tasks.poc import algorithm_check, explore, request, segments
+from automl_tasks.poc import algorithm_check, candidates, explore, request, segments
 from tests.support.poc_data import churn_frame, segment_frame, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,9 @@ def test_segment_verdicts_follow_the_intervals():
     global_prediction = np.where((labels == "a")[:, None], guess, informed)
     rows = np.arange(n)
     per_segment = {"a": (rows[:200], informed[:200]), "b": (rows[200:400], informed[200:400])}
-    result = segments.compare_segments("areaUnderROC", "binary", y, global_prediction, rows, labels,
-                                       per_segment, {"c": "ValueError: 20 rows < 30"})
+    global_oof = candidates.OutOfFold("xgboost", {}, rows, y, global_prediction, 0.0)
+    result = segments.compare_segments("areaUnderROC", "binary", global_oof, labels, per_segment,
+                                       {"c": "ValueError: 20 rows < 30"})
     by_name = {r["segment"]: r for r in result["segments"]}
     assert result["recommended"] == ["a"] and result["confidence"] == pytest.approx(0.975)
     assert by_name["a"]["ci_low"] > 0 and by_name["a"]["recommend"] == "segment model"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from automl_tasks import fitting
 from automl_tasks.data.labels import class_key
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.metrics import METRICS, compute_metric
-from automl_tasks.models import adapters
 
 
 @dataclass
@@ -33,15 +33,12 @@ class OutOfFold:
 
 def out_of_fold(folds, algorithm: str, task: str, params: dict, categorical: list[int], seed: int,
                 n_threads: int | None = None) -> OutOfFold:
-    """Fit `params` once per fold on its training rows and predict its validation rows."""
-    n_threads = n_threads or os.cpu_count() or 1
+    """Fit `params` once per fold on its training rows and predict its validation rows, on the
+    driver with all its cores (`fitting.predict_folds`)."""
+    learner = fitting.Learner(algorithm, task, tuple(categorical), n_threads or os.cpu_count() or 1, seed)
     rows = np.flatnonzero(folds.fold_ids >= 0)
-    parts, started = {}, time.perf_counter()
-    for fold in range(folds.n_folds):
-        fit_rows, valid_rows = folds.split(fold)
-        model = adapters.fit(algorithm, task, params, folds.X[fit_rows], folds.y[fit_rows], categorical,
-                             n_threads=n_threads, seed=seed)
-        parts[fold] = adapters.predict(model, task, folds.X[valid_rows])
+    started = time.perf_counter()
+    parts = fitting.predict_folds(learner, params, folds.X, folds.y, folds.fold_ids)
     prediction = _assemble(folds, rows, parts)
     return OutOfFold(algorithm, dict(params), rows, folds.y[rows], prediction, time.perf_counter() - started)
 

@@ -1,9 +1,9 @@
 """White-box data exploration before a PoC trains: column profile, warnings, HTML report.
 
 `profile_columns` and `findings` are pure (a pandas sample in, plain records out);
-`single_feature_scores` fits one small model per feature on Spark (the ablation's
-leakage probe, reused); `report_html` puts Evidently's data summary and our warnings
-into one page.
+`single_feature_scores` fits one small model per feature on Spark (the leakage probe, as
+the ablation study runs it, through automl_tasks.fitting); `report_html` puts Evidently's
+data summary and our warnings into one page.
 
 Warnings (kind: when):
   constant          one distinct value (or none: all null)
@@ -141,26 +141,24 @@ def label_shares(pdf, label: str, task: str) -> dict[str, float]:
 
 
 def single_feature_scores(spark, prepared, metric: str, slots: int) -> dict[str, float]:
-    """Each feature alone, out of fold (3-fold cv, a small LightGBM): the ablation's leakage probe."""
-    from automl_tasks.ablation.study import FitTask, StudyContext, run_fits
+    """Each feature alone, out of fold (3-fold cv, a small LightGBM), on the rows where it is
+    observed: the leakage probe (`fitting.LEAK_METRIC` is the scale-free metric for it)."""
+    from automl_tasks import fitting
     from automl_tasks.spec import ValidationSpec
-    from automl_tasks.tuning.runner import stage
-    from automl_tasks.tuning.validation import Folds, make_folds
+    from automl_tasks.tuning.validation import make_folds
 
     spec, train = prepared.spec, prepared.train
     folds = make_folds(train, None, ValidationSpec(method="cv", folds=PROBE_FOLDS), spec.task,
                        prepared.window.train, seed=spec.seed, classes=prepared.classes)
-    staged = stage(spark, Folds(train.X, train.y, folds.fold_ids[None, :], PROBE_FOLDS,
-                                np.ones(len(train.y), dtype=bool), "cv"))
-    ctx = StudyContext(staged, "lightgbm", spec.task, PROBE_PARAMS,
-                       tuple(prepared.encoding.categorical_idx), 1, spec.seed)
+    staged = fitting.stage(spark, train.X, train.y, folds.fold_ids)
+    learner = fitting.Learner("lightgbm", spec.task, tuple(prepared.encoding.categorical_idx), 1, spec.seed)
     names = prepared.encoding.feature_names
-    tasks = {(name, 0, f): FitTask((j,), metric, 0, f, observed_only=True)
-             for j, name in enumerate(names) for f in range(PROBE_FOLDS)}
-    values = run_fits(spark, ctx, tasks, slots)
+    fits = {(name, f): fitting.Fit(PROBE_PARAMS, metric, f, columns=(j,), observed_only=True)
+            for j, name in enumerate(names) for f in range(PROBE_FOLDS)}
+    values = fitting.run_keyed(spark, staged, learner, fits, min(len(fits), 4 * slots))
     scores = {}
     for name in names:
-        fold_values = [values[(name, 0, f)]["value"] for f in range(PROBE_FOLDS)]
+        fold_values = [values[(name, f)]["value"] for f in range(PROBE_FOLDS)]
         if all(v is not None for v in fold_values):
             scores[name] = float(np.mean(fold_values))
     return scores

@@ -13,6 +13,7 @@ Order (each step's output is the next one's input):
   6. with a champion for the name: the champion's algorithm vs the best alternative;
   7. with a segment column: per-segment models vs the global model;
   8. the leaderboard (CSV and MLflow table) and the summary.
+Steps 5-7 are in poc/steps.py; they share a `PocContext`.
 
 Budget: the clock starts when `run_poc` is called. Tuning gets the time left after the
 exploration minus a reserve for steps 5-8; those steps skip (and say so) what their
@@ -36,13 +37,13 @@ from automl_tasks.errors import DataError
 from automl_tasks.formatting import number
 from automl_tasks.models import algorithms
 from automl_tasks.poc.request import PocRequest, resolve
+from automl_tasks.poc.steps import REPORT_SECONDS, PocContext, algorithm_check, evaluate_candidates, segment_study
 from automl_tasks.progress import report
 
 PURPOSE = "poc"
 MAX_EXPLORE_ROWS = 50_000
 RESERVE_SHARE = 0.2             # of the time left after exploration, kept for steps 5-8
 SEGMENT_RESERVE_SHARE = 0.15    # more when per-segment models are to be trained
-REPORT_SECONDS = 3.0            # the leaderboard and summary at the end
 
 
 @dataclass
@@ -111,8 +112,8 @@ def _checked_run(spark, request: PocRequest, budget: Budget, roots, progress, da
     with mlflow.start_run(experiment_id=experiment, run_name=f"poc-{spec.name}", tags=tags) as run:
         out = config.home() / "poc" / spec.name / run.info.run_id
         try:
-            summary = _run(spark, plan, prepared, folds, exploration, budget, slots, out, tags, timings,
-                           progress, dag_run_id)
+            ctx = PocContext(spark, plan, prepared, folds, budget, slots, out, tags, progress)
+            summary = _run(ctx, exploration, timings, dag_run_id)
         except BaseException as exc:
             client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
             shutil.rmtree(out, ignore_errors=True)
@@ -159,7 +160,7 @@ def check_test_labels(test_df, spec, classes: list | None) -> None:
 
 def explore(spark, plan, prepared, slots: int, progress) -> dict:
     """Profile, warnings and the HTML report (not yet written anywhere)."""
-    from automl_tasks.ablation.study import LEAK_METRIC
+    from automl_tasks.fitting import LEAK_METRIC
     from automl_tasks.monitoring.drift import spark_sample_to_pandas
     from automl_tasks.poc import explore as ex
 
@@ -180,12 +181,12 @@ def explore(spark, plan, prepared, slots: int, progress) -> dict:
     return {"html": page, "records": records, "findings": found}
 
 
-def _run(spark, plan, prepared, folds, exploration, budget: Budget, slots, out: Path, tags, timings,
-         progress, dag_run_id) -> dict:
+def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
     import mlflow
 
     from automl_tasks.tuning.job import tune
 
+    plan, prepared, budget, out, progress = ctx.plan, ctx.prepared, ctx.budget, ctx.out, ctx.progress
     spec, request = plan.spec, plan.request
     out.mkdir(parents=True, exist_ok=True)
     mlflow.log_params({"task": spec.task, "metric": spec.metric, "label": spec.data.label,
@@ -206,7 +207,7 @@ def _run(spark, plan, prepared, folds, exploration, budget: Budget, slots, out: 
     progress(f"{spec.name}: {budget.elapsed():.0f}s used by checks and exploration; tuning until "
              f"{deadline - time.monotonic():.0f}s from now, {reserve:.0f}s kept for evaluation and reports")
     defaults = {a: [algorithms.get(a).defaults] for a in spec.algorithms}
-    tuned = tune(spec, None, spark=spark, progress=progress, purpose=PURPOSE, dag_run_id=dag_run_id,
+    tuned = tune(spec, None, spark=ctx.spark, progress=progress, purpose=PURPOSE, dag_run_id=dag_run_id,
                  prepared=prepared, deadline=deadline, warm_start=defaults)
     timings["tuning"] = round(budget.elapsed() - sum(timings.values()), 2)
 
@@ -217,12 +218,11 @@ def _run(spark, plan, prepared, folds, exploration, budget: Budget, slots, out: 
     champion = champion_config(spec.name)
     alternative = champion and best_alternative(tuned["leaderboard"], spec.metric, exclude=champion["algorithm"])
     first = {tuned["best"]["algorithm"]} | ({alternative["algorithm"]} if alternative else set())
-    evaluated = evaluate_candidates(plan, prepared, folds, tuned, budget, out, tags, progress, only=first)
+    evaluated = evaluate_candidates(ctx, tuned, only=first)
     oofs = {a: c["oof"] for a, c in evaluated.items() if c.get("oof") is not None}
-    check = algorithm_check(plan, prepared, folds, tuned, champion, alternative, oofs, budget, out, progress)
-    segments = segment_study(spark, plan, prepared, folds, tuned, oofs, budget, slots, out, progress)
-    evaluated.update(evaluate_candidates(plan, prepared, folds, tuned, budget, out, tags, progress,
-                                         skip=set(evaluated)))
+    check = algorithm_check(ctx, tuned, champion, alternative, oofs)
+    segments = segment_study(ctx, tuned, oofs)
+    evaluated.update(evaluate_candidates(ctx, tuned, skip=set(evaluated)))
     timings["evaluation"] = round(budget.elapsed() - sum(timings.values()), 2)   # steps 5-7
 
     board = leaderboard(tuned["leaderboard"], evaluated, spec.metric)
@@ -247,175 +247,6 @@ def _run(spark, plan, prepared, folds, exploration, budget: Budget, slots, out: 
     mlflow.set_tags({"automl.best_algorithm": best["algorithm"], "automl.status": "ok"})
     progress(format_leaderboard(board, spec.metric))
     return summary
-
-
-# --- 5. candidates ---------------------------------------------------------------------------
-
-def evaluate_candidates(plan, prepared, folds, tuned: dict, budget: Budget, out: Path, tags, progress, *,
-                        only: set | None = None, skip: set = frozenset()) -> dict:
-    """The successful candidates (`only` these, none of `skip`), best first; out-of-fold work
-    only where the budget allows."""
-    from automl_tasks.evaluation.metrics import orientation
-
-    spec = plan.spec
-    ok = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] not in skip
-          and (only is None or e["algorithm"] in only)]
-    ranked = sorted(ok, key=lambda e: -orientation(spec.metric) * e["cv_value"])
-    evaluated = {}
-    for entry in ranked:
-        evaluated[entry["algorithm"]] = evaluate_candidate(plan, prepared, folds, entry, budget,
-                                                           out / "candidates" / entry["algorithm"], tags,
-                                                           progress)
-    return evaluated
-
-
-def oof_estimate(entry: dict, n_folds: int) -> float:
-    """Seconds the out-of-fold refits should take: n_folds fits like the whole-data refit."""
-    return n_folds * float(entry.get("refit_seconds") or 1.0) + 1.0
-
-
-def evaluate_candidate(plan, prepared, folds, entry: dict, budget: Budget, folder: Path, tags,
-                       progress) -> dict:
-    import mlflow
-    import yaml
-
-    from automl_tasks.evaluation import plots
-    from automl_tasks.models.scoring import NativeModel
-    from automl_tasks.poc import candidates as cand
-
-    spec, algorithm = plan.spec, entry["algorithm"]
-    folder.mkdir(parents=True)
-    model = NativeModel(entry["model_dir"])
-    result: dict = {"oof": None, "files": {}}
-    ctags = {**tags, "automl.kind": "evaluation", "automl.algorithm": algorithm}
-    with mlflow.start_run(run_name=f"candidate-{algorithm}", nested=True, tags=ctags) as run:
-        result["run_id"] = run.info.run_id
-        spec_path = folder / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(cand.candidate_spec(spec, algorithm, entry["params"]), sort_keys=False))
-        result["files"]["spec"] = str(spec_path)
-        if budget.fits(oof_estimate(entry, folds.n_folds), keep_s=REPORT_SECONDS):
-            oof = cand.out_of_fold(folds, algorithm, spec.task, entry["params"],
-                                   prepared.encoding.categorical_idx, spec.seed)
-            result["oof"] = oof
-            result["performance"] = cand.performance(spec.task, oof.y, oof.prediction)
-            mlflow.log_metrics({f"oof_{k}": v for k, v in result["performance"].items() if v is not None})
-            for name, fig in plots.evaluation_figures(spec.task, oof.y, oof.prediction, prepared.classes).items():
-                plots.save_and_close(fig, folder / "plots" / name)
-            result["files"]["plots"] = sorted(str(p) for p in (folder / "plots").glob("*.png"))
-        else:
-            result["skipped"] = (f"out-of-fold evaluation skipped: {budget.left():.0f}s left, it needs about "
-                                 f"{oof_estimate(entry, folds.n_folds):.0f}s")
-            progress(f"{algorithm}: {result['skipped']}")
-        performance = {"metric": spec.metric, "cv_value": entry["cv_value"],
-                       "out_of_fold": result.get("performance"), "skipped": result.get("skipped")}
-        if plan.test_df is not None:
-            frame, y, prediction = cand.test_predictions(model, prepared.pipeline, plan.test_df, spec,
-                                                         prepared.classes)
-            frame.to_csv(folder / "test_predictions.csv", index=False)
-            result["files"]["test_predictions"] = str(folder / "test_predictions.csv")
-            if y is not None:
-                performance["test"] = cand.performance(spec.task, y, prediction)
-                result["test_value"] = performance["test"][spec.metric]
-                mlflow.log_metrics({f"test_{k}": v for k, v in performance["test"].items() if v is not None})
-        summary = cand.fit_summary(entry, result["oof"], model.importance(), spec.metric)
-        for name, payload in (("performance.json", performance), ("fit_summary.json", summary)):
-            (folder / name).write_text(json.dumps(payload, indent=2, default=str))
-            result["files"][name.removesuffix(".json")] = str(folder / name)
-        mlflow.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in entry["params"].items()})
-        mlflow.log_metric(f"cv_{spec.metric}", entry["cv_value"])
-        mlflow.log_artifacts(str(folder))
-    result["oof_value"] = (result.get("performance") or {}).get(spec.metric)
-    progress(f"{algorithm}: candidate written to {folder}")
-    return result
-
-
-# --- 6. algorithm check ----------------------------------------------------------------------
-
-def algorithm_check(plan, prepared, folds, tuned, champion: dict | None, alternative: dict | None, oofs: dict,
-                    budget: Budget, out: Path, progress) -> dict | None:
-    import mlflow
-
-    from automl_tasks.poc import algorithm_check as ac
-    from automl_tasks.poc.candidates import out_of_fold
-
-    spec = plan.spec
-    if champion is None:
-        return None
-    if alternative is None or alternative["algorithm"] not in oofs:
-        result = {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
-                  "verdict": "not checked",
-                  "reason": ("no other algorithm in the leaderboard" if alternative is None else
-                             f"{alternative['algorithm']} has no out-of-fold predictions (time budget)")}
-    else:
-        same = next((e for e in tuned["leaderboard"] if e["algorithm"] == champion["algorithm"]), None)
-        estimate = oof_estimate(same, folds.n_folds) if same else 5.0 * folds.n_folds
-        if not budget.fits(estimate, keep_s=REPORT_SECONDS):
-            result = {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
-                      "verdict": "not checked", "reason": f"time budget: {budget.left():.0f}s left"}
-        else:
-            champion_oof = out_of_fold(folds, champion["algorithm"], spec.task, champion["params"],
-                                       prepared.encoding.categorical_idx, spec.seed)
-            result = ac.compare_algorithms(champion, champion_oof, alternative, oofs[alternative["algorithm"]],
-                                           spec.metric, spec.task, seed=spec.seed)
-    progress(f"algorithm check: {result['reason']}")
-    (out / "algorithm_check.json").write_text(json.dumps(result, indent=2, default=str))
-    mlflow.log_artifact(str(out / "algorithm_check.json"))
-    mlflow.set_tag("automl.algorithm_check", result["verdict"])
-    return result
-
-
-# --- 7. segments -----------------------------------------------------------------------------
-
-def segment_study(spark, plan, prepared, folds, tuned, oofs: dict, budget: Budget, slots: int, out: Path,
-                  progress) -> dict | None:
-    import mlflow
-    import pandas as pd
-
-    from automl_tasks.evaluation import plots
-    from automl_tasks.evaluation.metrics import is_better
-    from automl_tasks.poc import segments as seg
-
-    spec = plan.spec
-    if not spec.segment:
-        return None
-    best = tuned["best"]["algorithm"]
-    # Segment models fit inside Spark tasks (applyInPandas): not the driver-fitted algorithms.
-    in_tasks = [a for a in algorithms.names() if not algorithms.get(a).fits_on_driver]
-    boosters = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] in in_tasks]
-    booster = None
-    for entry in boosters:
-        if booster is None or is_better(spec.metric, entry["cv_value"], booster["cv_value"]):
-            booster = entry
-    labels = seg.segment_labels(prepared.train.segments)
-    n_segments = len(set(labels))
-    reason = None
-    if booster is None:
-        reason = f"no {' or '.join(in_tasks)} candidate to train per segment"
-    elif best not in oofs:
-        reason = f"the global model ({best}) has no out-of-fold predictions (time budget)"
-    elif not budget.fits(oof_estimate(booster, folds.n_folds) * n_segments / slots + 5.0, keep_s=REPORT_SECONDS):
-        reason = f"time budget: {budget.left():.0f}s left for {n_segments} segments"
-    if reason is not None:
-        progress(f"segments: not compared: {reason}")
-        return {"column": spec.segment, "advice": f"not compared: {reason}", "segments": [], "recommended": []}
-    ctx = seg.segment_context(booster["algorithm"], spec.task, booster["params"], prepared, spec.seed)
-    progress(f"segments: {n_segments} {booster['algorithm']} models on Spark, each against the global "
-             f"{best} model on its held-out rows")
-    per_segment, errors = seg.segment_predictions(spark, folds, labels, ctx)
-    global_oof = oofs[best]
-    result = seg.compare_segments(spec.metric, spec.task, global_oof.y, global_oof.prediction, global_oof.rows,
-                                  labels, per_segment, errors, seed=spec.seed)
-    comparisons = result.pop("comparisons")
-    folder = out / "segments"
-    folder.mkdir()
-    pd.DataFrame(result["segments"]).to_csv(folder / "segments.csv", index=False)
-    if comparisons:
-        plots.save_and_close(plots.comparison_forest(comparisons), folder / "segments_vs_global.png")
-    result.update(column=spec.segment, segment_algorithm=booster["algorithm"], global_algorithm=best)
-    (folder / "segments.json").write_text(json.dumps(result, indent=2, default=str))
-    mlflow.log_artifacts(str(folder), "segments")
-    progress(f"segments: {result['advice']}")
-    return result
 
 
 # --- 8. leaderboard and outputs ------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from automl_tasks import fitting
 from automl_tasks.evaluation.compare import paired_bootstrap
 
 MIN_ROWS = 30           # as compare_by_segment: fewer rows give no usable interval
@@ -31,14 +32,11 @@ SCHEMA = "segment string, row long, prediction array<double>, error string, seco
 
 @dataclass(frozen=True)
 class SegmentContext:
-    algorithm: str
-    task: str
+    """What every segment's fits share (travels with the Spark job)."""
+    learner: fitting.Learner
     params: dict
-    categorical: tuple[int, ...]
     n_features: int
     n_classes: int | None
-    threads: int
-    seed: int
 
 
 def segment_labels(values) -> np.ndarray:
@@ -50,8 +48,6 @@ def fit_segment(ctx: SegmentContext, pdf):
     """One segment's out-of-fold predictions (a Spark group in, rows out; errors as a row)."""
     import pandas as pd
 
-    from automl_tasks.models import adapters
-
     name = str(pdf["segment"].iloc[0])
     started = time.perf_counter()
     try:
@@ -60,18 +56,9 @@ def fit_segment(ctx: SegmentContext, pdf):
         folds = pdf["fold"].to_numpy()
         if len(y) < MIN_ROWS:
             raise ValueError(f"{len(y)} rows < {MIN_ROWS}")
-        rows, predictions = [], []
-        for fold in sorted(int(f) for f in np.unique(folds) if f >= 0):
-            fit_rows, valid_rows = folds != fold, folds == fold
-            if ctx.n_classes is not None:
-                absent = sorted(set(range(ctx.n_classes)) - set(np.unique(y[fit_rows]).tolist()))
-                if absent:
-                    raise ValueError(f"class index {absent[0]} is absent from the training rows of fold {fold}")
-            model = adapters.fit(ctx.algorithm, ctx.task, ctx.params, X[fit_rows], y[fit_rows],
-                                 list(ctx.categorical), n_threads=ctx.threads, seed=ctx.seed)
-            predictions.append(adapters.predict(model, ctx.task, X[valid_rows]))
-            rows.append(pdf["row"].to_numpy()[valid_rows])
-        values = np.concatenate(predictions)
+        parts = fitting.predict_folds(ctx.learner, ctx.params, X, y, folds, n_classes=ctx.n_classes)
+        rows = [pdf["row"].to_numpy()[folds == fold] for fold in parts]
+        values = np.concatenate(list(parts.values()))
         values = values[:, None] if values.ndim == 1 else values
         return pd.DataFrame({"segment": name, "row": np.concatenate(rows),
                              "prediction": [list(v) for v in values], "error": None,
@@ -107,9 +94,14 @@ def segment_predictions(spark, folds, segments: np.ndarray, ctx: SegmentContext)
     return out, errors
 
 
-def compare_segments(metric: str, task: str, y: np.ndarray, global_prediction: np.ndarray, rows: np.ndarray,
-                     segments: np.ndarray, per_segment: dict, errors: dict, seed: int = 0) -> dict:
-    """Each segment model vs the global model on that segment's held-out rows, and the advice."""
+def compare_segments(metric: str, task: str, global_oof, segments: np.ndarray, per_segment: dict,
+                     errors: dict, seed: int = 0) -> dict:
+    """Each segment model vs the global model on that segment's held-out rows, and the advice.
+
+    global_oof: the global model's out-of-fold predictions (`candidates.OutOfFold`: `rows`, their
+    `y` and `prediction`); per_segment: {segment: (rows, prediction)} from `segment_predictions`.
+    """
+    y, global_prediction, rows = global_oof.y, global_oof.prediction, global_oof.rows
     position = {int(r): i for i, r in enumerate(rows)}      # row -> index in the global OOF arrays
     names = sorted(set(segments[rows]))
     confidence = 1 - (1 - FAMILY_CONFIDENCE) / max(1, len(per_segment))
@@ -141,7 +133,7 @@ def compare_segments(metric: str, task: str, y: np.ndarray, global_prediction: n
 
 
 def segment_context(algorithm: str, task: str, params: dict, prepared, seed: int) -> SegmentContext:
-    return SegmentContext(algorithm, task, dict(params), tuple(prepared.encoding.categorical_idx),
-                          len(prepared.encoding.feature_names),
-                          None if prepared.classes is None else len(prepared.classes),
-                          int(os.environ.get("AUTOML_THREADS_PER_TASK", "1")), seed)
+    learner = fitting.Learner(algorithm, task, tuple(prepared.encoding.categorical_idx),
+                              int(os.environ.get("AUTOML_THREADS_PER_TASK", "1")), seed)
+    return SegmentContext(learner, dict(params), len(prepared.encoding.feature_names),
+                          None if prepared.classes is None else len(prepared.classes))

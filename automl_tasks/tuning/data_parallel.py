@@ -21,15 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from automl_tasks.errors import TuningError
+from automl_tasks.fitting import Fit, Learner, Refit
 from automl_tasks.models import algorithms
-from automl_tasks.tuning.training_path import data_parallel_algorithms
 
 LABEL, FOLD = "y", "fold"
 
 
 @dataclass(frozen=True)
 class SparkWindow:
-    """The encoded window on Spark, what FitContext.data holds on the data-parallel path."""
+    """The encoded window on Spark: the data-parallel path's `fitting.Window`."""
     frame: object                    # DataFrame: x0..x{n-1}, y, fold
     n_features: int
     n_classes: int | None            # classification: classes are 0..n_classes-1
@@ -38,9 +38,18 @@ class SparkWindow:
     fold_rows: tuple[tuple[int, int], ...] = ()   # (fold id, rows): -1 rows always train
     cached: object = None            # the persisted frame under `frame`, released by `release`
 
+    on_driver = True                 # each fit is Spark jobs across every executor
+    label = LABEL                    # the label column the families' trainers read
+
     @property
     def features(self) -> list[str]:
         return [f"x{i}" for i in range(self.n_features)]
+
+    def fit_score(self, learner: Learner, fit: Fit) -> tuple[float, float, int, int]:
+        return fit_fold(self, learner, fit)
+
+    def refit(self, learner: Learner, params: dict, prepared, metric: str) -> Refit:
+        return refit(self, learner, params, prepared, metric)
 
     def release(self) -> None:
         if self.cached is not None:
@@ -73,33 +82,47 @@ def is_window(data) -> bool:
     return isinstance(data, SparkWindow)
 
 
-def fit_fold(window: SparkWindow, algorithm: str, task: str, metric: str, params: dict, fold: int,
-             categorical: list[int], seed: int, threads: int = 1) -> tuple[float, float, int, int]:
+def fit_fold(window: SparkWindow, learner: Learner, fit: Fit) -> tuple[float, float, int, int]:
     """Fit on the fold's training rows, score its validation rows: (value, seconds, n_fit, n_valid).
 
     The fit and the metric never move rows to the driver (row counts: from `stage`, else Spark counts).
     """
-    fit_rows = window.frame.where(window.frame[FOLD] != fold)
-    valid_rows = window.frame.where(window.frame[FOLD] == fold)
+    if fit.columns is not None or fit.observed_only or fit.repeat or fit.fold < 0:
+        raise TuningError("the data-parallel window fits every feature on one fold assignment's folds only")
+    frame = window.frame
+    fit_rows, valid_rows = frame.where(frame[FOLD] != fit.fold), frame.where(frame[FOLD] == fit.fold)
     start = time.perf_counter()
-    model = fit(window, algorithm, task, params, fit_rows, categorical, seed, threads)
-    value = spark_metric(metric, task, predict(model, task, valid_rows))
+    model = train(window, learner, fit.params, fit_rows)
+    value = spark_metric(fit.metric, learner.task, predict(model, learner.task, valid_rows))
     seconds = time.perf_counter() - start
     known = dict(window.fold_rows)
-    n_valid = known[fold] if fold in known else valid_rows.count()
+    n_valid = known[fit.fold] if fit.fold in known else valid_rows.count()
     n_fit = sum(known.values()) - n_valid if known else fit_rows.count()
     return float(value), seconds, n_fit, n_valid
 
 
-def fit(window: SparkWindow, algorithm: str, task: str, params: dict, rows, categorical: list[int],
-        seed: int, threads: int = 1):
+def train(window: SparkWindow, learner: Learner, params: dict, rows) -> DataParallelModel:
     """One model on `rows` across `window.workers` tasks: a DataParallelModel."""
-    trainer = algorithms.get(algorithm).data_parallel
+    trainer = algorithms.get(learner.algorithm).data_parallel
     if trainer is None:
-        raise TuningError(f"algorithm {algorithm!r} has no data-parallel path "
-                          f"(only {', '.join(data_parallel_algorithms())})")
-    booster = trainer.fit(window, task, params, rows, categorical, seed, threads)
-    return DataParallelModel(algorithm, booster, window.features)
+        raise TuningError(f"algorithm {learner.algorithm!r} has no data-parallel path "
+                          f"(only {', '.join(algorithms.data_parallel_names())})")
+    booster = trainer.fit(window, learner.task, params, rows, list(learner.categorical), learner.seed,
+                          learner.threads)
+    return DataParallelModel(learner.algorithm, booster, window.features)
+
+
+def refit(window: SparkWindow, learner: Learner, params: dict, prepared, metric: str) -> Refit:
+    """The refit across the executors, the holdout scored on Spark; the model comes back as the
+    scikit-learn estimator export expects. Only 5 example rows reach the driver."""
+    trained = train(window, learner, params, window.frame)
+    holdout_value = None
+    if prepared.frames.holdout is not None and any(prepared.row_counts.get(m)
+                                                   for m in prepared.window.holdout_months):
+        predicted = predict(trained, learner.task, prepared.frames.holdout)
+        holdout_value = spark_metric(metric, learner.task, predicted)
+    example = window.frame.select(*window.features).limit(5).toPandas().to_numpy(dtype=float)
+    return Refit(to_estimator(trained, learner.task, params, window.n_classes), holdout_value, example)
 
 
 @dataclass
