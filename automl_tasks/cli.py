@@ -51,7 +51,7 @@ def _cmd_decisions(args) -> dict:
     from automl_tasks.registry import promotion
 
     promotion.require_model(args.model)
-    history = [d.to_dict() for d in promotion.decision_history(args.model)]
+    history = [d.to_json() for d in promotion.decision_history(args.model)]
     return {"model": args.model, "champion": promotion.current_champion(args.model), "decisions": history}
 
 
@@ -68,7 +68,7 @@ def _cmd_decide(args) -> dict:
     user = getpass.getuser()
     decision = promotion.decide(args.model, args.version, approve=args.approve, decided_by=f"user:{user}",
                                 reasons=[f"{user} (CLI): {args.reason.strip()}"])
-    return {**decision.to_dict(), "champion": promotion.current_champion(args.model)}
+    return {**decision.to_json(), "champion": promotion.current_champion(args.model)}
 
 
 def _show_decide(result: dict) -> None:
@@ -77,7 +77,7 @@ def _show_decide(result: dict) -> None:
 
 
 def _cmd_history(args) -> dict:
-    from automl_tasks.pipelines.monthly import history
+    from automl_tasks.pipelines.month_runs import history
 
     from automl_tasks.registry.promotion import require_model
 
@@ -105,7 +105,7 @@ def _show_ablation(result: dict) -> None:
 
 
 def _show_history(result: dict) -> None:
-    from automl_tasks.pipelines.monthly import format_history
+    from automl_tasks.pipelines.month_runs import format_history
 
     print(format_history(result["months"], result["metric"] or "metric"))
 
@@ -323,12 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from automl_tasks.errors import AutomlError
     from automl_tasks.progress import show_on_stderr
+    from automl_tasks.registry import tracking
 
     started = time.monotonic()       # a PoC's time budget counts from here
     args = build_parser().parse_args(argv)
     args.started = started
     show_on_stderr()
     try:
+        tracking.configure()         # this process's MLflow store (a bad MLFLOW_TRACKING_URI: exit 2)
         # Libraries print to stdout (MLflow's "View run" lines): keep stdout for our result.
         with contextlib.redirect_stdout(sys.stderr):
             result = args.run(args)

@@ -16,7 +16,7 @@ from automl_tasks.data.demo import write_specs_repo
 from automl_tasks.data.prepare import load_frame
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.pipelines.branches import _check_same_rows, _ordered, compare_branches, compare_deployments
-from automl_tasks.pipelines.monthly import holdout_rows
+from automl_tasks.pipelines.holdout import holdout_rows
 from automl_tasks.spec import load_spec, load_spec_at_ref
 from automl_tasks.tuning.job import tune
 from tests.support.specs import FEATURES, spec_dict

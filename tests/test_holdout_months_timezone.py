@@ -12,7 +12,7 @@ from automl_tasks.data.prepare import load_frame, prepare
 from automl_tasks.data.sources import MONTH_COL, with_month
 from automl_tasks.errors import SpecError
 from automl_tasks.pipelines.branches import _check_comparable
-from automl_tasks.pipelines.monthly import holdout_rows
+from automl_tasks.pipelines.holdout import holdout_rows
 from automl_tasks.spec import load_spec, parse_spec
 from automl_tasks.tuning.training_path import Decision
 from tests.support.specs import spec_dict, write_spec

@@ -135,8 +135,8 @@ def test_open_approve_reject_and_retries(reg, spy):
     tags = reg.tags(v1)
     assert tags["automl.decision.status"] == "pending"
     assert tags["automl.decision.month"] == "2017-09"
-    assert p.Decision.from_dict(json.loads(tags["automl.decision.record"])) == opened
-    assert reg.artifact(opened) == opened.to_dict()
+    assert p.Decision.from_json(json.loads(tags["automl.decision.record"])) == opened
+    assert reg.artifact(opened) == opened.to_json()
 
     # Re-opening (an Airflow retry) returns the same decision without any write.
     assert reg.open(v1, evidence={"other": 1}) == opened

@@ -30,8 +30,7 @@ def grid(*n_estimators: int, time_budget_s: float | None = None) -> AlgorithmSpe
 
 
 def _search(spark, ctx, algo, **callbacks):
-    trials, _ = search.run_search(spark, ctx, algo, 2, 2, callbacks.get("progress", lambda line: None),
-                                  callbacks.get("on_wave", lambda wave: None))
+    trials, _ = search.run_search(spark, ctx, algo, 2, 2, search.SearchHooks(**callbacks))
     return trials
 
 
@@ -85,8 +84,8 @@ def test_a_time_budget_stops_starting_waves_once_it_is_spent(spark, ctx):
     lines.clear()
     # 1,000 trials (250 waves) for a 3 s budget: the budget, not the grid, ends this search.
     record: dict = {}
-    short, _ = search.run_search(spark, ctx, grid(*range(20, 270), time_budget_s=3), 2, 2, lines.append,
-                                 lambda wave: None, record=record)
+    short, _ = search.run_search(spark, ctx, grid(*range(20, 270), time_budget_s=3), 2, 2,
+                                 search.SearchHooks(lines.append, record=record))
     waves = record["waves"]
     deadline = record["started"] + record["budget_s"]
     assert record["budget_s"] == 3 and record["out_of_time"] and len(short) < 1000

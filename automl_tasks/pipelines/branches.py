@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 from typing import Callable
@@ -36,11 +37,12 @@ from automl_tasks.data.labels import class_key
 from automl_tasks.data.prepare import Prepared, load_frame
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import Comparison
-from automl_tasks.pipelines.monthly import (PURPOSE, align_classes, candidate_summary, compare_models,
-                                            holdout_rows, tuned_candidates)
+from automl_tasks.pipelines.holdout import align_classes, compare_models, holdout_rows
+from automl_tasks.pipelines.month_runs import PURPOSE, MonthContext, find_or_tune, tuning_of_run
 from automl_tasks.progress import report
 from automl_tasks.registry import tracking
 from automl_tasks.registry.champion import load_run_model
+from automl_tasks.registry.records import TuningResult
 from automl_tasks.spark import get_spark
 from automl_tasks.spec import ModelSpec, check_month, load_spec_at_ref, parse_spec
 from automl_tasks.tuning.job import prepare_for_tuning
@@ -72,9 +74,10 @@ def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "mast
 
     client = tracking.client()
     experiment = tracking.experiment_id(client, specs[0], PURPOSE)
-    tuned = [tuned_candidates(client, experiment, spec, prep, month, spark=spark, progress=progress,
-                              dag_run_id=dag_run_id) for spec, prep in zip(specs, prepared)]
-    return _compare_tuned(spark, client, experiment, specs, refs, prepared, tuned, month, progress, dag_run_id)
+    tuned = [find_or_tune(MonthContext(spec, month, prep, client, experiment, spark, progress, dag_run_id))[0]
+             for spec, prep in zip(specs, prepared)]
+    return _compare_tuned(Sides(specs, refs, prepared, tuned, month),
+                          Where(spark, client, experiment, progress, dag_run_id))
 
 
 def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "master"), spark=None,
@@ -100,20 +103,18 @@ def compare_deployments(spec: ModelSpec, month: str, *, branches=("develop", "ma
     spark = spark or get_spark()
     # Every data check first; a window bound for data-parallel training is never collected.
     prepared = [prepare_for_tuning(spark, s, month) for s in specs]
-    tuned = [candidate_summary(client, run) for run in runs]
-    return _compare_tuned(spark, client, experiment, specs, branches, prepared, tuned, month, progress,
-                          dag_run_id)
+    tuned = [tuning_of_run(run) for run in runs]
+    return _compare_tuned(Sides(specs, branches, prepared, tuned, month),
+                          Where(spark, client, experiment, progress, dag_run_id))
 
 
 def _deployment_run(client, experiment: str, name: str, branch: str, month: str):
-    runs = client.search_runs(
-        [experiment], filter_string=(f"tags.`automl.kind` = 'tuning' and tags.`automl.month` = '{month}' "
-                                     f"and tags.`automl.branch` = '{branch}' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
+    run = tracking.find_run(client, [experiment], {"automl.kind": "tuning", "automl.month": month,
+                                                   "automl.branch": branch}, finished=True)
+    if run is None:
         raise DataError(f"no FINISHED tuning run for month {month} tagged automl.branch={branch!r} in "
                         f"experiment {name}/{PURPOSE}; has that deployment run the month?")
-    return runs[0]
+    return run
 
 
 def _logged_spec(run) -> ModelSpec:
@@ -126,17 +127,39 @@ def _logged_spec(run) -> ModelSpec:
                       {"branch": tags["automl.branch"], "git_commit": tags.get("automl.git_commit", "none")})
 
 
-def _compare_tuned(spark, client, experiment, specs, refs, prepared, tuned, month, progress, dag_run_id):
+@dataclass(frozen=True)
+class Sides:
+    """The two sides compared, in order (candidate first), on one month."""
+    specs: list[ModelSpec]
+    refs: tuple[str, str]             # git refs, or deployments' branch tags
+    prepared: list[Prepared]
+    tuned: list[TuningResult]
+    month: str
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where the comparison runs and is recorded."""
+    spark: object
+    client: object                    # MlflowClient
+    experiment: str                   # `<name>/monthly`'s id
+    progress: Callable[[str], None]
+    dag_run_id: str | None
+
+
+def _compare_tuned(sides: Sides, where: Where) -> dict:
     """Both tuned models on the same holdout rows: one comparison run (reused when identical)."""
-    tags = _comparison_tags(specs, refs, prepared[0], tuned, month, dag_run_id)
-    earlier = _find_comparison(client, experiment, tags, refs)
+    specs, refs, prepared, tuned, month = sides.specs, sides.refs, sides.prepared, sides.tuned, sides.month
+    progress = where.progress
+    tags = _comparison_tags(specs, refs, prepared[0], tuned, month, where.dag_run_id)
+    earlier = _find_comparison(where.client, where.experiment, tags, refs)
     if earlier is not None:
         progress(f"{specs[0].name} {month}: reusing comparison run {earlier.info.run_id}")
         return _stored_result(earlier.info.run_id)
 
-    y, segments, predictions = _score_same_rows(spark, specs, prepared, tuned, month)
+    y, segments, predictions = _score_same_rows(where.spark, specs, prepared, tuned, month)
     comparisons = compare_models(specs[0], y, predictions[0], predictions[1], segments)
-    result = _log_comparison(experiment, tags, specs[0], refs, comparisons,
+    result = _log_comparison(where.experiment, tags, specs[0], refs, comparisons,
                              _result(month, refs, specs, tuned, comparisons))
     overall = comparisons[0]
     progress(f"{specs[0].name} {month}: {refs[0]} vs {refs[1]} {overall.metric} delta "
@@ -166,7 +189,7 @@ def _comparison_tags(specs, refs, prepared: Prepared, tuned, month, dag_run_id) 
             "automl.compare": f"{_tag_key(refs[0])}_vs_{_tag_key(refs[1])}"}
     for ref, spec, run in zip(refs, specs, tuned):
         tags[f"automl.{_tag_key(ref)}_commit"] = spec.origin["git_commit"]
-        tags[f"automl.{_tag_key(ref)}_run_id"] = run["run_id"]
+        tags[f"automl.{_tag_key(ref)}_run_id"] = run.run_id
     return tags
 
 
@@ -177,10 +200,7 @@ def _find_comparison(client, experiment: str, tags: dict[str, str], refs: tuple)
     """
     keys = ["automl.kind", "automl.month", "automl.compare",
             *[f"automl.{_tag_key(ref)}_{what}" for ref in refs for what in ("commit", "run_id")]]
-    condition = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
-    runs = client.search_runs([experiment], filter_string=f"{condition} and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
+    return tracking.find_run(client, [experiment], {k: tags[k] for k in keys}, finished=True)
 
 
 def _stored_result(run_id: str) -> dict:
@@ -205,8 +225,8 @@ def _score_same_rows(spark, specs, prepared, tuned, month):
             _check_same_rows(specs, prepared, holdouts, month)
         predictions = []
         for frame, run in zip(frames * len(tuned) if shared else frames, tuned):
-            best = run["best"]
-            model = load_run_model(run["run_id"], best["algorithm"], best["model_uri"])
+            best = run.best_entry
+            model = load_run_model(run.run_id, best.algorithm, best.model_uri)
             predictions.append(align_classes(model.predict(frame), model.meta, classes))
     finally:
         for frame in frames:
@@ -264,8 +284,8 @@ def _winner(overall: Comparison, refs: tuple) -> str:
 def _result(month, refs, specs, tuned, comparisons: list[Comparison]) -> dict:
     return {
         "month": month,
-        "refs": {ref: {"commit": spec.origin["git_commit"], "run_id": run["run_id"],
-                       "algorithm": run["best"]["algorithm"], "holdout_value": run["best"]["holdout_value"]}
+        "refs": {ref: {"commit": spec.origin["git_commit"], "run_id": run.run_id,
+                       "algorithm": run.best_entry.algorithm, "holdout_value": run.best_entry.holdout_value}
                  for ref, spec, run in zip(refs, specs, tuned)},
         "comparison": comparisons[0].to_dict(),
         "segments": [c.to_dict() for c in comparisons[1:]],

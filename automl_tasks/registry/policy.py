@@ -59,8 +59,16 @@ class Verdict:
     def approve(self) -> bool:
         return self.outcome == PROMOTE
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
+        """As a month record's `policy`: `approve`, then the fields."""
         return {"approve": self.approve, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Verdict:
+        """Records written before the evidence gates carry `approve` and `reasons` only: their
+        outcome is promote or keep, and gate and rows are None."""
+        outcome = data.get("outcome") or (PROMOTE if data["approve"] else KEEP)
+        return cls(outcome, data.get("gate"), list(data["reasons"]), data.get("rows"), data.get("rarest_class_rows"))
 
 
 def segment_confidence(segment_rows: list[int], min_rows: int) -> float:

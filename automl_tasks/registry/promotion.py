@@ -31,18 +31,21 @@ Rejecting such a half-approved version raises, because it would leave a rejected
 deployments, a person and a policy): see `_claim`. So of two approvals racing for one
 model, one moves `champion`, and the other finds the champion it was measured against
 gone and ends `superseded`.
+
+Size: one module, over 400 lines, because the write order above is one protocol across
+`open_decision`, `decide` and the tag encoding; split, each piece would be wrong alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from automl_tasks.data.months import Month
 from automl_tasks.errors import AutomlError
 from automl_tasks.registry import claims
+from automl_tasks.registry.records import Decision  # noqa: F401  (promotion.Decision, as before)
 from automl_tasks.registry.tracking import MAX_TAG, client
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -63,33 +66,6 @@ CLAIM = PREFIX + "claim."   # + a random key: one registered-model tag per open/
 CLAIM_TTL_S = 600.0         # an older claim was left by a crashed process: ignored and removed
 CLAIM_WAIT_S = 120.0        # how long to wait for other steps on the model before giving up
 _NOW = object()             # open_decision's default: measured against the champion of now
-
-
-@dataclass
-class Decision:
-    model: str                      # registered model name (= spec name)
-    version: str                    # the challenger's model version
-    month: str                      # YYYY-MM the decision is for
-    status: str                     # one of STATUSES
-    decided_by: str | None          # "policy:auto", "user:alice", None while pending
-    reasons: list[str]
-    evidence_run_id: str | None     # the MLflow run holding the comparison evidence
-    evidence: dict = field(default_factory=dict)
-    champion_before: str | None = None
-    champion_after: str | None = None
-    created_at: str = ""
-    decided_at: str | None = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Decision:
-        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
-
-    @property
-    def artifact_path(self) -> str:
-        return f"decisions/{self.month}-v{self.version}.json"
 
 
 # ---------------------------------------------------------------- public API
@@ -298,12 +274,12 @@ def _decision_of(c, mv) -> Decision | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    decision = Decision.from_dict(data)
+    decision = Decision.from_json(data)
     if not data.get("truncated"):
         return decision
     # The tag copy was shortened. The artifact is the full record, unless a write was cut off
     # between the artifact and the tag, in which case only its evidence (never changed) is used.
-    full = Decision.from_dict(json.loads(_load_artifact(decision)))
+    full = Decision.from_json(json.loads(_load_artifact(decision)))
     return full if full.status == decision.status else dataclasses.replace(
         decision, evidence=full.evidence)
 
@@ -407,7 +383,7 @@ def _encode(decision: Decision) -> tuple[str, str]:
     Raises AutomlError if the evidence cannot be serialised, or if the tag copy would have
     to be shortened while there is no evidence run to keep the full version.
     """
-    data = decision.to_dict()
+    data = decision.to_json()
     try:
         full = json.dumps(data, indent=2, sort_keys=True)
     except (TypeError, ValueError) as exc:

@@ -12,6 +12,7 @@ from functools import partial
 from automl_tasks.data.months import describe_months
 from automl_tasks.formatting import number
 from automl_tasks.registry import links, tracking
+from automl_tasks.registry.records import MonthRecord
 
 SUMMARY_ARTIFACT = "decision.md"
 MISSING = "–"   # an en dash: a missing value in the Markdown tables
@@ -29,16 +30,16 @@ def version_link(name: str, version: str, label: str | None = None) -> str:
     return f"[{label}]({url})" if url else label
 
 
-def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
+def decision_markdown(name: str, version: str, mode: str, record: MonthRecord) -> str:
     """Metrics side by side, the CIs overall and per segment, drift, the policy's reasons, links."""
-    metric, champion, best = record["metric"], record["champion"], record["best"]
-    policy = record["policy"]
-    lines = [f"### {name} {record['month']}: {best['algorithm']} challenger "
+    metric, champion, best = record.metric, record.champion, record.best
+    policy = record.policy
+    lines = [f"### {name} {record.month}: {best['algorithm']} challenger "
              f"{version_link(name, version)} vs "
              f"{'champion v' + champion['version'] if champion else 'no champion yet'}",
              "", f"Policy: {_verdict(policy)}; promotion mode `{mode}`.", ""]
     lines += [f"- {reason}" for reason in policy["reasons"]]
-    window = record.get("window")            # records before the window was recorded have none
+    window = record.window                   # records before the window was recorded have none
     if window:
         lines += ["", f"Trained on {describe_months(window['train'])} ({window['train_rows']:,} rows); "
                       f"every model below is scored on the holdout {describe_months(window['holdout'])} "
@@ -48,24 +49,24 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
     if champion:
         lines.append(f"| champion v{champion['version']} ({champion['algorithm']}) | "
                      f"{_num(champion['metric'])} | | | |")
-    for e in record["leaderboard"]:
-        mark = " **(challenger)**" if e["algorithm"] == best["algorithm"] else ""
-        lines.append(f"| {e['algorithm']}{mark} | {_num(e['holdout_value'])} | {_num(e['cv_value'])} | "
-                     f"{_num(e['baseline_value'])} | {_num(e['lift'], signed=True)} |")
+    for e in record.leaderboard:
+        mark = " **(challenger)**" if e.algorithm == best["algorithm"] else ""
+        lines.append(f"| {e.algorithm}{mark} | {_num(e.holdout_value)} | {_num(e.cv_value)} | "
+                     f"{_num(e.baseline_value)} | {_num(e.lift, signed=True)} |")
     lines += ["", f"*holdout*: {metric} on the holdout rows; *CV*: mean {metric} of the cross-validation "
                   f"folds of the training window; *default params*: the library's default parameters on the "
                   f"same folds; *tuning lift*: tuned CV minus default-params CV, oriented so positive = tuning helped."]
-    if record["comparisons"]:
+    if record.comparisons:
         lines += ["", f"Challenger minus champion ({metric}, paired bootstrap; positive = better; segment "
                       "intervals Bonferroni-corrected across the gated segments):",
                   "", "| rows | n | delta | CI | level | p |", "|---|---|---|---|---|---|"]
-        for c in record["comparisons"]:
+        for c in record.comparisons:
             ci = (f"{_num(c['ci_low'], True)} .. {_num(c['ci_high'], True)}"
                   if c["ci_low"] is not None else c.get("note") or MISSING)
             lines.append(f"| {c['segment'] or 'all'} | {c['n_rows']} | {_num(c['delta'], True)} | {ci} | "
                          f"{c.get('confidence', 0.95):.1%} | "
                          f"{_num(c['p_value'], digits=3)} |")
-    study = record.get("ablation")
+    study = record.ablation
     if study:
         lines += ["", f"Feature ablation (MLflow run `{study['run_id']}`; delta of adding each feature, 95% CI):",
                   "", "| feature | delta | 95% CI | verdict |", "|---|---|---|---|"]
@@ -73,13 +74,13 @@ def decision_markdown(name: str, version: str, mode: str, record: dict) -> str:
             ci = MISSING if r["ci_low"] is None else f"{_num(r['ci_low'], True)} .. {_num(r['ci_high'], True)}"
             verdict = r["verdict"] + (f" ({r['reason']})" if r.get("reason") else "")
             lines.append(f"| {r['feature']} | {_num(r['delta'], True)} | {ci} | {verdict} |")
-    dupes = record.get("duplicate_ids")
+    dupes = record.duplicate_ids
     if dupes:
         lines += ["", f"Warning: {dupes['ids']} ids appear on more than one row ({dupes['rows']} rows) in the "
                       "evaluated month; they count once per row in the metrics above."]
-    lines += ["", _drift_line(record["drift"])]
-    runs, experiment = record["runs"], record["experiment_id"]
-    labels = {"month": f"month run {record['month']}", "monitor": "drift and champion (monitor run)",
+    lines += ["", _drift_line(record.drift)]
+    runs, experiment = record.runs, record.experiment_id
+    labels = {"month": f"month run {record.month}", "monitor": "drift and champion (monitor run)",
               "tuning": "tuning run", "comparison": "comparison run"}
     lines += ["", "MLflow: " + ", ".join([run_link(experiment, run_id, labels.get(step, step))
                                           for step, run_id in runs.items()]

@@ -6,10 +6,12 @@ never leaves a run behind; once the parent run exists, any failure ends it FAILE
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,16 +20,17 @@ import yaml
 from automl_tasks import config, formatting
 from automl_tasks.data.prepare import Prepared, prepare
 from automl_tasks.errors import SpecError, TuningError
-from automl_tasks.evaluation.metrics import compute_metric, is_better
-from automl_tasks.models import adapters, algorithms, export, scoring
+from automl_tasks.evaluation.metrics import is_better
+from automl_tasks.models import algorithms, export, scoring
 from automl_tasks.progress import report
 from automl_tasks.registry import tracking
+from automl_tasks.registry.records import LeaderboardEntry, TuningResult
 from automl_tasks.spark import get_spark, task_slots
 from automl_tasks.spec import ModelSpec, check_month
 from automl_tasks.tuning import data_parallel, training_path
 from automl_tasks.tuning import space as spaces
 from automl_tasks.tuning.runner import FitContext, stage
-from automl_tasks.tuning.search import TrialResult, lift, run_search
+from automl_tasks.tuning.search import SearchHooks, TrialResult, lift, run_search
 from automl_tasks.tuning.validation import make_folds
 
 
@@ -46,8 +49,8 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
          resume: str | None = None) -> dict:
     """Tune every (or the named) algorithm of `spec` on the window before `month`.
 
-    Returns the summary the CLI prints with --json: run_id, experiment, best,
-    leaderboard, trials, model_dir. `prepared`: the checked, encoded window when the
+    Returns the summary the CLI prints with --json (`records.TuningResult.to_json()`): run_id,
+    experiment, best, leaderboard, trials, model_dir. `prepared`: the checked, encoded window when the
     caller has it already (the monthly job checks the data before anything else).
     `deadline` (a `time.monotonic()` value): the whole tuning, refits included, should end
     by then; each algorithm's search gets an equal share of the time left (see `share_of`), and a
@@ -93,10 +96,12 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
         if resume:
             tracking.clear_attempt(client, experiment, resume)
         try:
-            summary = _run(spark, spec, month, chosen, prepared, folds, staged, slots, client,
-                           experiment, run.info.run_id, tags, progress, warm_start or {}, deadline,
-                           decision=decision, n_rows=n_rows, n_folds=n_folds)
-            return {**summary, "experiment": f"{spec.name}/{purpose}", "training_path": decision.path}
+            ctx = TuningRun(spark=spark, spec=spec, month=month, chosen=tuple(chosen), prepared=prepared,
+                            folds=folds, staged=staged, slots=slots, client=client, experiment=experiment,
+                            run_id=run.info.run_id, tags=tags, progress=progress, warm_start=warm_start or {},
+                            deadline=deadline, decision=decision, n_rows=n_rows, n_folds=n_folds,
+                            purpose=purpose, threads=int(os.environ.get("AUTOML_THREADS_PER_TASK", "1")))
+            return _run(ctx).to_json()
         except BaseException as exc:
             client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
             raise
@@ -105,19 +110,48 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
                 staged.release()
 
 
-def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, client, experiment,
-         run_id, tags, progress, warm_start, deadline=None, *, decision: training_path.Decision,
-         n_rows: int, n_folds: int) -> dict:
+@dataclass(frozen=True)
+class TuningRun:
+    """The fixed facts of one tuning, once its parent run exists: what `_run` and each
+    algorithm's finishing (`_finish_algorithm`) work from."""
+    spark: object
+    spec: ModelSpec
+    month: str | None
+    chosen: tuple[str, ...]             # the algorithms, in order
+    prepared: Prepared
+    folds: object                       # the per-trial path's folds; None on the data-parallel path
+    staged: object                      # what the trials fit on (staged folds, or the Spark window)
+    slots: int
+    client: object                      # MlflowClient
+    experiment: str
+    run_id: str                         # the tuning's parent run
+    tags: dict[str, str]
+    progress: Callable[[str], None]
+    warm_start: dict[str, list[dict]]
+    deadline: float | None
+    decision: training_path.Decision
+    n_rows: int
+    n_folds: int
+    purpose: str
+    threads: int                        # threads per Spark task (AUTOML_THREADS_PER_TASK)
+
+    @property
+    def model_root(self) -> Path:
+        return config.home() / "models" / self.spec.name / self.run_id
+
+
+def _run(ctx: TuningRun) -> TuningResult:
     import mlflow
 
+    spec, prepared, chosen, progress, deadline = ctx.spec, ctx.prepared, list(ctx.chosen), ctx.progress, ctx.deadline
     mlflow.log_params({
         "task": spec.task, "metric": spec.metric, "validation": spec.validation.method,
-        "folds": n_folds, "train_months": ",".join(prepared.window.train),
-        "holdout_month": prepared.window.holdout or "none", "train_rows": n_rows,
+        "folds": ctx.n_folds, "train_months": ",".join(prepared.window.train),
+        "holdout_month": prepared.window.holdout or "none", "train_rows": ctx.n_rows,
         "features": len(prepared.encoding.feature_names), "algorithms": ",".join(chosen),
-        **decision.params(),
+        **ctx.decision.params(),
     })
-    mlflow.set_tag("automl.training_reason", decision.reason[:tracking.MAX_TAG])
+    mlflow.set_tag("automl.training_reason", ctx.decision.reason[:tracking.MAX_TAG])
     mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
     mlflow.log_dict(prepared.row_counts, "row_counts.json")
     for algorithm in chosen:
@@ -127,25 +161,21 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, c
                          "trials": algo.trials, "time_budget_s": algo.time_budget_s},
                         f"search_space/{algorithm}.json")
 
-    threads = int(os.environ.get("AUTOML_THREADS_PER_TASK", "1"))
     all_trials: list[TrialResult] = []
     baseline_seconds = 0.0
-    leaderboard = []
-    model_root = config.home() / "models" / spec.name / run_id
-    logger = tracking.TrialLogger(client, experiment, run_id, tags, spec.metric)
+    leaderboard: list[LeaderboardEntry] = []
+    logger = tracking.TrialLogger(ctx.client, ctx.experiment, ctx.run_id, ctx.tags, spec.metric)
     finishing: list[float] = []      # seconds each algorithm spent after its search (deadline planning)
     driver_wave: list[float] = []    # seconds one trial (a wave) plus finishing took, driver-fitted algorithms
     try:
         for index, algorithm in enumerate(chosen):
-            ctx = FitContext(staged, algorithm, spec.task, spec.metric,
-                             tuple(prepared.encoding.categorical_idx), threads, spec.seed)
+            fit = FitContext(ctx.staged, algorithm, spec.task, spec.metric,
+                             tuple(prepared.encoding.categorical_idx), ctx.threads, spec.seed)
             algo = spec.algorithms[algorithm]
             skipped = _past_deadline(algorithm, deadline, driver_wave) if leaderboard else None
             if skipped:
                 progress(f"{algorithm}: skipped: {skipped}")
-                leaderboard.append({"algorithm": algorithm, "status": "skipped", "reason": skipped, "trials": 0,
-                                    "failed": 0, "cv_value": None, "holdout_value": None, "params": None,
-                                    "model_dir": None, "model_uri": None, "baseline_value": None, "lift": None})
+                leaderboard.append(LeaderboardEntry(algorithm, status="skipped", reason=skipped, trials=0, failed=0))
                 continue
             if deadline is not None:
                 budget = share_of(deadline - time.monotonic(), chosen[index:], finishing, driver_wave)
@@ -154,57 +184,58 @@ def _run(spark, spec, month, chosen, prepared: Prepared, folds, staged, slots, c
                          f"{deadline - time.monotonic():.0f}s, {len(chosen) - index} algorithm(s) left)")
             searched = time.monotonic()
             # The default-params baseline is queued with the first wave, so it fills idle slots.
-            trials, baseline = run_search(spark, ctx, algo, n_folds, slots, progress, logger.submit,
-                                          warm_start.get(algorithm), baseline=True)
+            trials, baseline = run_search(ctx.spark, fit, algo, ctx.n_folds, ctx.slots, SearchHooks(progress, logger.submit),
+                                          ctx.warm_start.get(algorithm), baseline=True)
             all_trials += trials
             started = time.monotonic()
             mlflow.log_dict([t.params for t in trials], f"parameter_grid/{algorithm}.json")
-            entry = _finish_algorithm(algorithm, trials, baseline, prepared, folds, staged, threads, model_root,
-                                      run_id, progress)
+            entry = _finish_algorithm(ctx, algorithm, trials, baseline)
             baseline_seconds += baseline.seconds
             entry = _with_baseline(entry, baseline, spec.metric, progress)
             finishing.append(time.monotonic() - started)
             if algorithms.get(algorithm).fits_on_driver and trials:
                 driver_wave.append((started - searched) / len(trials) + finishing[-1])
-            leaderboard.append({**entry, "wall_seconds": round(time.monotonic() - searched, 3),
-                                "fit_seconds": round(sum(t.seconds for t in trials) + entry.get("refit_seconds", 0.0)
-                                                     + baseline.seconds, 3)})
+            leaderboard.append(dataclasses.replace(
+                entry, wall_seconds=round(time.monotonic() - searched, 3),
+                fit_seconds=round(sum(t.seconds for t in trials) + (entry.refit_seconds or 0.0) + baseline.seconds, 3)))
     finally:
         logger.close()
 
     _log_trials_table(all_trials, spec.metric)
     failed = sum(t.status == "FAILED" for t in all_trials)
     mlflow.log_metrics({"trials_total": len(all_trials), "trials_failed": failed})
-    ranked = [e for e in leaderboard if e["status"] == "ok"]
+    ranked = [e for e in leaderboard if e.ok]
     if not ranked:
         first = next((t.error for t in all_trials if t.error), "no trial ran")
         raise TuningError(f"all {len(all_trials)} trials failed; first error: {first.splitlines()[0]}")
     best = ranked[0]
     for entry in ranked[1:]:
-        if is_better(spec.metric, entry["cv_value"], best["cv_value"]):
+        if is_better(spec.metric, entry.cv_value, best.cv_value):
             best = entry
-    pipeline_dir = model_root / "preprocessing"
+    pipeline_dir = ctx.model_root / "preprocessing"
     scoring.save_pipeline(prepared.pipeline, pipeline_dir)
     mlflow.log_artifacts(str(pipeline_dir), "preprocessing")
-    mlflow.log_dict(leaderboard, "leaderboard.json")
-    mlflow.set_tags({"automl.best_algorithm": best["algorithm"], "automl.status": "ok"})
-    mlflow.log_metric(f"best_{spec.metric}", best["cv_value"])
+    mlflow.log_dict([e.to_json() for e in leaderboard], "leaderboard.json")
+    mlflow.set_tags({"automl.best_algorithm": best.algorithm, "automl.status": "ok"})
+    mlflow.log_metric(f"best_{spec.metric}", best.cv_value)
     progress(format_leaderboard(leaderboard, spec.metric))
-    return {
-        "run_id": run_id,
-        "month": month,
-        "window": list(prepared.window.train),
-        "best": {"algorithm": best["algorithm"], "params": best["params"], "metric": spec.metric,
-                 "value": best["cv_value"], "holdout_value": best["holdout_value"]},
-        "leaderboard": leaderboard,
-        "trials": {"total": len(all_trials), "failed": failed},
+    return TuningResult(
+        run_id=ctx.run_id,
+        month=ctx.month,
+        window=list(prepared.window.train),
+        best={"algorithm": best.algorithm, "params": best.params, "metric": spec.metric,
+              "value": best.cv_value, "holdout_value": best.holdout_value},
+        leaderboard=leaderboard,
+        trials={"total": len(all_trials), "failed": failed},
         # Time inside model fits, summed over Spark tasks (trials, baselines) and on the driver (refits).
-        "fit_seconds": {"trials": round(sum(t.seconds for t in all_trials), 3),
-                        "baselines": round(baseline_seconds, 3),
-                        "refits": round(sum(e.get("refit_seconds", 0.0) for e in leaderboard), 3)},
-        "model_dir": best["model_dir"],
-        "tracking_uri": config.tracking_uri(),
-    }
+        fit_seconds={"trials": round(sum(t.seconds for t in all_trials), 3),
+                     "baselines": round(baseline_seconds, 3),
+                     "refits": round(sum(e.refit_seconds or 0.0 for e in leaderboard), 3)},
+        model_dir=best.model_dir,
+        tracking_uri=config.tracking_uri(),
+        experiment=f"{spec.name}/{ctx.purpose}",
+        training_path=ctx.decision.path,
+    )
 
 
 FIRST_FINISH_GUESS_S = 3.0   # refit + default-params fit + export, before one has been measured
@@ -249,8 +280,8 @@ def share_of(left_s: float, remaining: list[str], finishing: list[float], driver
     return max(0.1, free / len(remaining))
 
 
-def _finish_algorithm(algorithm, trials, baseline: TrialResult, prepared: Prepared, folds, staged, threads: int,
-                      model_root: Path, run_id, progress):
+def _finish_algorithm(ctx: TuningRun, algorithm: str, trials: list[TrialResult],
+                      baseline: TrialResult) -> LeaderboardEntry:
     """Refit the best config on the whole window, score the holdout, export and log the model.
 
     The library's default params (`baseline`, scored on the same folds) are a candidate too: a
@@ -259,13 +290,12 @@ def _finish_algorithm(algorithm, trials, baseline: TrialResult, prepared: Prepar
     """
     import mlflow
 
+    prepared, staged, threads, progress = ctx.prepared, ctx.staged, ctx.threads, ctx.progress
     spec = prepared.spec
     done = [t for t in trials if t.status == "FINISHED"]
-    entry = {"algorithm": algorithm, "trials": len(trials), "failed": len(trials) - len(done)}
     if not done:
         progress(f"{algorithm}: every trial failed")
-        return {**entry, "status": "failed", "cv_value": None, "holdout_value": None, "params": None,
-                "model_dir": None, "model_uri": None}
+        return LeaderboardEntry(algorithm, status="failed", trials=len(trials), failed=len(trials))
     best = done[0]
     for trial in done[1:]:
         if is_better(spec.metric, trial.value, best.value):
@@ -276,67 +306,50 @@ def _finish_algorithm(algorithm, trials, baseline: TrialResult, prepared: Prepar
                  f"{spec.metric}={best.value:.4f}, defaults {baseline.value:.4f}): keeping the defaults")
         best = baseline
     started = time.perf_counter()
-    if data_parallel.is_window(staged):
-        model, holdout_value, example = _refit_data_parallel(algorithm, best.params, prepared, staged, threads)
-    else:
-        model, holdout_value, example = _refit(algorithm, best.params, prepared, folds)
+    model, holdout_value, example = _refit(algorithm, best.params, prepared, staged, threads)
     refit_seconds = time.perf_counter() - started
     if holdout_value is not None:
         mlflow.log_metric(f"holdout_{spec.metric}_{algorithm}", holdout_value)
     mlflow.log_metric(f"cv_{spec.metric}_{algorithm}", best.value)
-    native_dir = export.export_native(model, algorithm, prepared, best.params, model_root / algorithm,
-                                      run_id=run_id)
+    native_dir = export.export_native(model, algorithm, prepared, best.params, ctx.model_root / algorithm,
+                                      run_id=ctx.run_id)
     mlflow.log_artifacts(str(native_dir), f"native/{algorithm}")
     logged = export.log_flavor_model(model, algorithm, prepared, example)
-    return {**entry, "status": "ok", "cv_value": best.value, "holdout_value": holdout_value,
-            "params": best.params, "best_trial": best.number, "defaults_kept": defaults_kept,
-            "model_dir": str(native_dir), "model_uri": logged.model_uri, "refit_seconds": round(refit_seconds, 3)}
+    return LeaderboardEntry(algorithm, status="ok", trials=len(trials), failed=len(trials) - len(done),
+                            cv_value=best.value, holdout_value=holdout_value, params=best.params,
+                            best_trial=best.number, defaults_kept=defaults_kept, model_dir=str(native_dir),
+                            model_uri=logged.model_uri, refit_seconds=round(refit_seconds, 3))
 
 
-def _refit(algorithm, params, prepared: Prepared, folds):
-    """The per-trial path's refit on the driver: (model, holdout value or None, input example)."""
-    spec, rows = prepared.spec, folds.refit_rows
-    model = adapters.fit(algorithm, spec.task, params, folds.X[rows], folds.y[rows],
-                         prepared.encoding.categorical_idx, n_threads=os.cpu_count() or 1, seed=spec.seed)
-    holdout_value = None
-    if prepared.holdout is not None and len(prepared.holdout.y):
-        prediction = adapters.predict(model, spec.task, prepared.holdout.X)
-        holdout_value = compute_metric(spec.metric, spec.task, prepared.holdout.y, prediction)
-    return model, holdout_value, folds.X[rows][:5]
+def _refit(algorithm, params, prepared: Prepared, staged, threads: int):
+    """The config on the whole window, the holdout scored, by the staged window's own refit
+    (`fitting.Window.refit`: on the driver, or data-parallel on Spark):
+    (model, holdout value or None, input example)."""
+    from automl_tasks import fitting
 
-
-def _refit_data_parallel(algorithm, params, prepared: Prepared, staged, threads: int):
-    """The data-parallel refit across the executors, the holdout scored on Spark; the model comes
-    back as the scikit-learn estimator export expects. Only 5 example rows reach the driver."""
     spec = prepared.spec
-    trained = data_parallel.fit(staged, algorithm, spec.task, params, staged.frame,
-                                prepared.encoding.categorical_idx, spec.seed, threads)
-    holdout_value = None
-    if prepared.frames.holdout is not None and any(prepared.row_counts.get(m)
-                                                   for m in prepared.window.holdout_months):
-        predicted = data_parallel.predict(trained, spec.task, prepared.frames.holdout)
-        holdout_value = data_parallel.spark_metric(spec.metric, spec.task, predicted)
-    example = staged.frame.select(*staged.features).limit(5).toPandas().to_numpy(dtype=float)
-    return data_parallel.to_estimator(trained, spec.task, params, staged.n_classes), holdout_value, example
+    learner = fitting.Learner(algorithm, spec.task, tuple(prepared.encoding.categorical_idx), threads, spec.seed)
+    refit = staged.refit(learner, params, prepared, spec.metric)
+    return refit.model, refit.holdout_value, refit.example
 
 
-def _with_baseline(entry: dict, baseline: TrialResult, metric: str, progress) -> dict:
+def _with_baseline(entry: LeaderboardEntry, baseline: TrialResult, metric: str, progress) -> LeaderboardEntry:
     """Log the default-params CV metric and the tuned model's lift over it."""
     import mlflow
 
-    algorithm = entry["algorithm"]
+    algorithm = entry.algorithm
     if baseline.status == "FAILED":
         progress(f"{algorithm}: default params failed: {baseline.error.splitlines()[0][:160]}")
         mlflow.set_tag(f"automl.baseline_error.{algorithm}", baseline.error[:tracking.MAX_TAG])
-        return {**entry, "baseline_value": None, "lift": None}
+        return dataclasses.replace(entry, baseline_value=None, lift=None)
     mlflow.log_metric(f"baseline_{metric}_{algorithm}", baseline.value)
     gained = None
-    if entry["cv_value"] is not None:
-        gained = lift(metric, entry["cv_value"], baseline.value)
+    if entry.cv_value is not None:
+        gained = lift(metric, entry.cv_value, baseline.value)
         mlflow.log_metric(f"lift_{metric}_{algorithm}", gained)
         progress(f"{algorithm}: default params {metric}={baseline.value:.4f}, tuned "
-                 f"{entry['cv_value']:.4f} (lift {gained:+.4f})")
-    return {**entry, "baseline_value": baseline.value, "lift": gained}
+                 f"{entry.cv_value:.4f} (lift {gained:+.4f})")
+    return dataclasses.replace(entry, baseline_value=baseline.value, lift=gained)
 
 
 def _log_trials_table(trials: list[TrialResult], metric: str) -> None:
@@ -357,15 +370,15 @@ def _log_trials_table(trials: list[TrialResult], metric: str) -> None:
         mlflow.log_artifact(str(path))
 
 
-def format_leaderboard(leaderboard: list[dict], metric: str) -> str:
+def format_leaderboard(leaderboard: list[LeaderboardEntry], metric: str) -> str:
     def number(value, signed=False):
         return formatting.number(value, signed, digits=5)
 
     lines = [f"{'algorithm':<10} {'cv ' + metric:>18} {'holdout':>10} {'defaults':>10} {'lift':>9} "
              f"{'trials':>7} {'failed':>7}"]
     for e in leaderboard:
-        cv = e["status"] if e["cv_value"] is None else number(e["cv_value"])
-        lines.append(f"{e['algorithm']:<10} {cv:>18} {number(e['holdout_value']):>10} "
-                     f"{number(e.get('baseline_value')):>10} {number(e.get('lift'), signed=True):>9} "
-                     f"{e['trials']:>7} {e['failed']:>7}" + ("  defaults kept" if e.get("defaults_kept") else ""))
+        cv = e.status if e.cv_value is None else number(e.cv_value)
+        lines.append(f"{e.algorithm:<10} {cv:>18} {number(e.holdout_value):>10} "
+                     f"{number(e.baseline_value):>10} {number(e.lift, signed=True):>9} "
+                     f"{e.trials:>7} {e.failed:>7}" + ("  defaults kept" if e.defaults_kept else ""))
     return "\n".join(lines)

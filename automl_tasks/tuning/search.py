@@ -134,23 +134,31 @@ def make_strategy(algorithm: str, algo: AlgorithmSpec, metric: str, warm_start: 
 IN_FLIGHT_WAVES = 2   # the next wave waits queued in Spark while one runs (see run_search)
 
 
+@dataclass(frozen=True)
+class SearchHooks:
+    """What a search tells its caller as it goes."""
+    progress: Callable[[str], None] = lambda line: None          # one line per trial, and the stop
+    on_wave: Callable[[list[TrialResult]], None] = lambda wave: None   # each finished wave
+    # Filled with the search's own account: `started` and each wave's `submitted`/`done`
+    # (time.monotonic()), its trial numbers (-1: the baseline), `budget_s`, and `out_of_time`
+    # (the budget stopped the search).
+    record: dict | None = None
+
+
 def run_search(spark, ctx: FitContext, algo: AlgorithmSpec, n_folds: int, slots: int,
-               progress: Callable[[str], None], on_wave: Callable[[list[TrialResult]], None],
-               warm_start: list[dict] | None = None, baseline: bool = False,
-               record: dict | None = None) -> tuple[list[TrialResult], TrialResult | None]:
+               hooks: SearchHooks = SearchHooks(), warm_start: list[dict] | None = None,
+               baseline: bool = False) -> tuple[list[TrialResult], TrialResult | None]:
     """Ask the strategy for configs a wave at a time, run each wave's folds as Spark tasks.
 
     Returns the trials and, with `baseline`, the library's default params (plus the spec's
     fixed ones) on the same folds, queued ahead of the first wave: what tuning bought (`lift`).
-    `record`, a dict, is filled with the search's own account: `started` and each wave's
-    `submitted`/`done` (time.monotonic()), its trial numbers (-1: the baseline), `budget_s`,
-    and `out_of_time` (the budget stopped the search).
 
     Two waves are in flight at once: Spark queues the second wave's tasks behind the first's
     (FIFO), so slots the first wave's last tasks leave idle start the next wave at once
     rather than waiting for the driver to collect, log and ask. Waves fitted on the driver
     (Spark ML, the data-parallel path) each use every slot already: one at a time.
     """
+    progress, on_wave, record = hooks.progress, hooks.on_wave, hooks.record
     strategy, _ = make_strategy(ctx.algorithm, algo, ctx.metric, warm_start)
     adaptive = isinstance(strategy, Adaptive)
     on_driver = fits_on_driver(ctx)

@@ -1,0 +1,193 @@
+"""The monthly job's MLflow runs: finding earlier ones to reuse or resume, the month's
+record on its run, the champion's trend across months, and the history read back from them.
+
+Runs are found by tags (`tracking.find_run`): the month, kind, data fingerprint, git commit
+and spec hash, so a re-run with the same data, commit and spec finds what it made before.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from automl_tasks.data.prepare import Prepared
+from automl_tasks.formatting import number
+from automl_tasks.progress import report
+from automl_tasks.registry import promotion, tracking
+from automl_tasks.registry.champion import ScoredModel
+from automl_tasks.registry.records import LeaderboardEntry, MonthRecord, TuningResult
+from automl_tasks.spec import ModelSpec
+from automl_tasks.tuning.job import tune
+
+PURPOSE = "monthly"
+RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evaluation is complete
+# What makes a run the same as an earlier one: never who started it (tracking.AIRFLOW_TAGS).
+REUSE_KEYS = ("automl.kind", "automl.month", "automl.data_fingerprint", "automl.git_commit", "automl.spec_hash")
+
+
+class Stopwatch:
+    """Wall seconds per step, and the total, for the summary (and bench/monthly.py)."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = round(now - self.last, 3)
+        self.laps["total"] = round(now - self.start, 3)
+        self.last = now
+
+
+@dataclass(frozen=True)
+class MonthContext:
+    """The fixed facts of one spec's month: what every step of the monthly job works from."""
+    spec: ModelSpec
+    month: str
+    prepared: Prepared          # the checked, encoded window (its data checks passed)
+    client: object              # MlflowClient
+    experiment: str             # the `<name>/monthly` experiment id
+    spark: object
+    progress: Callable[[str], None] = report
+    dag_run_id: str | None = None
+    champion: tuple[str, ScoredModel] | None = None   # (version, model), None before the first
+    timings: Stopwatch | None = None
+
+    def lap(self, step: str) -> None:
+        if self.timings is not None:
+            self.timings.lap(step)
+
+
+def find_or_tune(ctx: MonthContext, *, warm_start=None, parent: str | None = None) -> tuple[TuningResult, bool]:
+    """The month's tuning for this spec's commit and data, and whether it was reused: a FINISHED
+    run if there is one, else new, or an interrupted one under `parent` (the month run) finished
+    in place."""
+    spec, month = ctx.spec, ctx.month
+    tags = tracking.run_tags(spec, "tuning", month, ctx.prepared.fingerprint)
+    run = find_month_run(ctx.client, ctx.experiment, tags, finished=True)
+    if run is not None:
+        ctx.progress(f"{spec.name} {month}: {tags['automl.branch']} ({tags['automl.git_commit'][:10]}): "
+                     f"reusing tuning run {run.info.run_id}")
+        return tuning_of_run(run), True
+    interrupted = find_month_run(ctx.client, ctx.experiment, tags, parent=parent) if parent else None
+    if interrupted is not None:
+        ctx.progress(f"{spec.name} {month}: resuming the interrupted tuning run {interrupted.info.run_id}")
+    summary = tune(spec, month, spark=ctx.spark, progress=ctx.progress, purpose=PURPOSE, warm_start=warm_start,
+                   dag_run_id=ctx.dag_run_id, prepared=ctx.prepared,
+                   resume=interrupted.info.run_id if interrupted else None)
+    return TuningResult.from_json(summary), False
+
+
+def find_month_run(client, experiment: str, tags: dict[str, str], *, finished: bool = False,
+                   parent: str | None = None):
+    """The latest run carrying the reuse keys of `tags`, under `parent` if given, or None."""
+    keys = {k: tags[k] for k in REUSE_KEYS}
+    if parent:
+        keys["mlflow.parentRunId"] = parent
+    return tracking.find_run(client, [experiment], keys, finished=finished)
+
+
+def recorded(client, run) -> MonthRecord | None:
+    """The evaluation a month run recorded, or None if it never got that far."""
+    import mlflow
+
+    if RECORD_ARTIFACT not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+        return None
+    return MonthRecord.from_json(json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{RECORD_ARTIFACT}")))
+
+
+def child(client, experiment: str, tags: dict, kind: str, parent: str, name: str):
+    """Start (or resume in place, after an interrupted attempt) the month's `kind` child run."""
+    import mlflow
+
+    tags = {**tags, "automl.kind": kind}
+    earlier = find_month_run(client, experiment, tags, parent=parent)
+    return mlflow.start_run(run_id=earlier.info.run_id if earlier else None, experiment_id=experiment,
+                            run_name=name, tags=tags, nested=True)
+
+
+def tuning_of_run(run) -> TuningResult:
+    """A finished tuning run's leaderboard and best algorithm (the rest of its result is not kept)."""
+    import mlflow
+
+    board = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="leaderboard.json")).read_text())
+    return TuningResult(run_id=run.info.run_id, leaderboard=[LeaderboardEntry.from_json(e) for e in board],
+                        best={"algorithm": run.data.tags["automl.best_algorithm"]})
+
+
+def series_key(metric: str, series: str) -> str:
+    """The monitor run's metric of the champion's score on one series (overall or a segment)."""
+    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in series)
+    return f"champion_{metric}" if series == "overall" else f"champion_{metric}.{name}"
+
+
+def champion_trend(client, experiment: str, spec: ModelSpec, month: str, scores: dict[str, float]):
+    """The champion's metric across every month monitored so far (this one included)."""
+    from automl_tasks.evaluation import plots
+
+    history: dict[str, dict[str, float]] = {}
+    for run in tracking.find_runs(client, [experiment], {"automl.kind": "evaluation"}):
+        seen = run.data.tags.get("automl.month")
+        for series in scores:
+            value = run.data.metrics.get(series_key(spec.metric, series))
+            if seen and seen != month and value is not None:
+                history.setdefault(seen, {})[series] = value
+    history[month] = scores
+    months = sorted(history)
+    return plots.metric_trend(months, {series: [history[m].get(series, float("nan")) for m in months]
+                                       for series in scores}, spec.metric)
+
+
+def history(name: str) -> list[dict]:
+    """One row per month run so far: the champion's score, drift, the challenger, the decision.
+
+    Read back from the month runs' records and the registry's decisions, so it shows what
+    each month measured and decided, whoever ran it (DAG, CLI, backfill).
+    """
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(f"{name}/{PURPOSE}")
+    if experiment is None:
+        return []
+    runs = tracking.find_runs(client, [experiment.experiment_id], {"automl.kind": "decision"}, finished=True)
+    decisions = {(d.month, d.evidence_run_id): d for d in promotion.decision_history(name)}
+    rows, seen = [], set()
+    for run in runs:                       # newest first: a month re-run on new data shows its latest
+        month = run.data.tags["automl.month"]
+        if month in seen:
+            continue
+        record = recorded(client, run)
+        if record is None:
+            continue
+        seen.add(month)
+        decision = decisions.get((month, run.info.run_id))
+        overall = record.overall
+        rows.append({
+            "month": month, "metric": record.metric, "champion": record.champion_version,
+            "champion_metric": record.champion_metric,
+            "drift_share": record.drift["share_drifted"],
+            "challenger": record.best["algorithm"], "challenger_metric": record.best["holdout_value"],
+            "delta": overall and overall["delta"], "ci_low": overall and overall["ci_low"],
+            "ci_high": overall and overall["ci_high"],
+            "version": decision and decision.version, "decision": decision.status if decision else "none",
+            "champion_after": decision and decision.champion_after, "run_id": run.info.run_id,
+        })
+    return sorted(rows, key=lambda r: r["month"])
+
+
+def format_history(rows: list[dict], metric: str = "metric") -> str:
+    lines = [f"{'month':<8} {'champion':>8} {metric:>9} {'drift':>6}  {'challenger':<18} "
+             f"{'delta [95% CI]':<27} {'decision':<25} {'champion after':>14}"]
+    for r in rows:
+        ci = (f"{number(r['delta'], True)} [{number(r['ci_low'], True)}, {number(r['ci_high'], True)}]"
+              if r["delta"] is not None else "-")
+        lines.append(f"{r['month']:<8} {('v' + r['champion']) if r['champion'] else '-':>8} "
+                     f"{number(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
+                     f"{r['challenger'] + ' ' + number(r['challenger_metric']):<18} {ci:<27} "
+                     f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<25} "
+                     f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}")
+    return "\n".join(lines)
