@@ -233,12 +233,10 @@ class ModelSpec(_Strict):
 
 def data_parallel_blocker(spec: ModelSpec) -> str | None:
     """Why `spec` cannot train data-parallel, or None (auto then keeps per_trial)."""
-    from automl_tasks.tuning.training_path import data_parallel_algorithms
-
-    others = [a for a in spec.algorithms if a not in data_parallel_algorithms()]
+    others = [a for a in spec.algorithms if a not in algorithms.data_parallel_names()]
     if others:
         return (f"algorithm {others[0]!r} has no data-parallel path (only "
-                f"{', '.join(data_parallel_algorithms())})")
+                f"{', '.join(algorithms.data_parallel_names())})")
     if spec.validation.method == "given":
         return "validation.method 'given' is not supported (use cv, split or time)"
     return None

@@ -71,12 +71,6 @@ def predict_script(scorer: tuple) -> str:
     return template.replace(generic, "\n\n".join(inspect.getsource(f) for f in scorer))
 
 
-def pip_requirements(algorithm: str) -> list[str]:
-    """Explicit requirements: MLflow's inference of them costs seconds per model."""
-    names = dict.fromkeys(["numpy", "pandas", "scikit-learn", *algorithms.get(algorithm).packages])
-    return [f"{n}=={pkg_metadata.version(n)}" for n in names]
-
-
 def load_flavor_model(algorithm: str, model_uri: str, meta: dict):
     """The logged model, ready for `adapters.predict`."""
     return algorithms.get(algorithm).flavor.load(model_uri, meta)
@@ -84,4 +78,5 @@ def load_flavor_model(algorithm: str, model_uri: str, meta: dict):
 
 def log_flavor_model(model, algorithm: str, prepared: Prepared, X_example):
     """Log the model with its MLflow flavor (signature and input example included)."""
-    return algorithms.get(algorithm).flavor.log(model, algorithm, prepared, X_example)
+    family = algorithms.get(algorithm)
+    return family.flavor.log(model, family, prepared, X_example)

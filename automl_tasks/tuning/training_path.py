@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from automl_tasks.models import algorithms
 
 PATHS = ("auto", "per_trial", "data_parallel")
 
@@ -51,11 +50,6 @@ class Decision:
                 "training_window_mb": round(self.window_bytes / 2**20, 1),
                 "training_slot_mb": round(self.slot_bytes / 2**20, 1),
                 "training_driver_mb": round(self.driver_bytes / 2**20, 1)}
-
-
-def data_parallel_algorithms() -> list[str]:
-    """The algorithms with a data-parallel path (their family's `DataParallel`)."""
-    return [a.name for a in algorithms.REGISTERED if a.data_parallel is not None]
 
 
 def window_bytes(rows: int, features: int) -> int:

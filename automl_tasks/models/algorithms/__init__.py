@@ -29,6 +29,11 @@ def names_for(task: str, *, poc_default: bool = False) -> tuple[str, ...]:
     return tuple(a.name for a in REGISTERED if a.fits(task) and (a.poc_default or not poc_default))
 
 
+def data_parallel_names() -> tuple[str, ...]:
+    """The algorithms with a data-parallel path (their family's `DataParallel`)."""
+    return tuple(a.name for a in REGISTERED if a.data_parallel is not None)
+
+
 def get(name: str) -> Algorithm:
     try:
         return _BY_NAME[name]

@@ -33,13 +33,16 @@ class NativeFormat:
 class Flavor:
     """How the model is logged with its MLflow flavor and loaded back."""
     module: str                       # mlflow.<module>
-    log: Callable                     # (model, algorithm, prepared, X_example) -> logged model (model_uri)
+    log: Callable                     # (model, Algorithm, prepared, X_example) -> logged model (model_uri)
     load: Callable                    # (model_uri, metadata) -> a model with predict / predict_proba
 
 
 @dataclass(frozen=True, eq=False)
 class DataParallel:
-    """Training across every executor on the window as a Spark DataFrame (tuning/data_parallel.py)."""
+    """Training across every executor on the window as a Spark DataFrame (tuning/data_parallel.py).
+
+    `window` is a `data_parallel.SparkWindow`: its `features` and `label` columns, `n_features`,
+    `n_classes` and `workers` are what a trainer reads."""
     fit: Callable                     # (window, task, params, rows, categorical, seed, threads) -> booster
     to_bytes: Callable                # booster -> bytes (what the predicting Spark tasks receive)
     from_bytes: Callable              # bytes -> booster
@@ -76,6 +79,13 @@ class Algorithm:
 
     def fits(self, task: str) -> bool:
         return task in self.tasks
+
+    def pip_requirements(self) -> list[str]:
+        """Its models' exact requirements (MLflow's inference of them costs seconds per model)."""
+        from importlib import metadata
+
+        names = dict.fromkeys(["numpy", "pandas", "scikit-learn", *self.packages])
+        return [f"{n}=={metadata.version(n)}" for n in names]
 
     def task_refusal(self) -> str:
         """The error for a task it does not fit, naming what it fits and why."""

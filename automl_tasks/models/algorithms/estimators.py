@@ -52,20 +52,18 @@ def booster_parameters(module: str, base: str) -> tuple[Callable, Callable]:
     return params, param_types
 
 
-def _log(module: str, options: Callable, model, algorithm: str, prepared, X_example):
+def _log(module: str, options: Callable, model, algorithm, prepared, X_example):
     """Log with the flavor; the signature comes from predict_proba for classifiers."""
     import pandas as pd
     from mlflow.models import infer_signature
-
-    from automl_tasks.models.export import pip_requirements
 
     example = pd.DataFrame(X_example, columns=prepared.encoding.feature_names)
     output = (model.predict(example.to_numpy()) if prepared.spec.task == "regression"
               else model.predict_proba(example.to_numpy()))
     signature = infer_signature(example, output)
     return importlib.import_module(f"mlflow.{module}").log_model(
-        model, name=algorithm, signature=signature, input_example=example,
-        pip_requirements=pip_requirements(algorithm), **options(model))
+        model, name=algorithm.name, signature=signature, input_example=example,
+        pip_requirements=algorithm.pip_requirements(), **options(model))
 
 
 def _load(module: str, model_uri: str, meta: dict):

@@ -75,10 +75,9 @@ def raw_predict(path: str, meta: dict, X: np.ndarray) -> np.ndarray:
 
 def fit_data_parallel(window, task: str, params: dict, rows, categorical, seed: int, threads: int = 1):
     from automl_tasks.models import lightgbm_distributed
-    from automl_tasks.tuning.data_parallel import LABEL
 
     return lightgbm_distributed.train(
-        rows, features=window.features, label=LABEL, task=task, params=params,
+        rows, features=window.features, label=window.label, task=task, params=params,
         num_workers=window.workers, categorical=categorical, n_classes=window.n_classes, seed=seed,
         threads_per_task=threads)
 

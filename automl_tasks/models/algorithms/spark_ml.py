@@ -181,7 +181,7 @@ def importance(model: SparkModel, feature_names: list[str], categorical=()) -> d
     return out
 
 
-def log_flavor(model: SparkModel, algorithm: str, prepared, X_example):
+def log_flavor(model: SparkModel, algorithm: Algorithm, prepared, X_example):
     """The Spark pipeline reads columns x0..x{n-1} (the encoded features, in order) and MLflow's
     spark pyfunc returns its "prediction" column. Saved locally, then logged as the run's
     artifacts: mlflow.spark.log_model would first try to write to the artifact store with
@@ -190,15 +190,13 @@ def log_flavor(model: SparkModel, algorithm: str, prepared, X_example):
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from automl_tasks.models.export import pip_requirements
-
     example = pd.DataFrame(X_example, columns=[f"x{i}" for i in range(X_example.shape[1])])
     signature = infer_signature(example, model.predict(example.to_numpy()))
     with tempfile.TemporaryDirectory() as tmp:
-        mlflow.spark.save_model(model.pipeline_model, f"{tmp}/{algorithm}", signature=signature,
-                                input_example=example, pip_requirements=pip_requirements(algorithm))
-        mlflow.log_artifacts(f"{tmp}/{algorithm}", algorithm)
-    return SimpleNamespace(model_uri=f"runs:/{mlflow.active_run().info.run_id}/{algorithm}")
+        mlflow.spark.save_model(model.pipeline_model, f"{tmp}/{algorithm.name}", signature=signature,
+                                input_example=example, pip_requirements=algorithm.pip_requirements())
+        mlflow.log_artifacts(f"{tmp}/{algorithm.name}", algorithm.name)
+    return SimpleNamespace(model_uri=f"runs:/{mlflow.active_run().info.run_id}/{algorithm.name}")
 
 
 def load_flavor(algorithm: str, model_uri: str, meta: dict) -> SparkModel:

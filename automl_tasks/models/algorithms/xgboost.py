@@ -95,14 +95,13 @@ def fit_data_parallel(window, task: str, params: dict, rows, categorical, seed: 
 
     from automl_tasks.errors import TuningError
     from automl_tasks.spark import job_failure
-    from automl_tasks.tuning.data_parallel import LABEL
 
     # Its INFO lines (params) and, in every worker, each boosting round's training loss
     # (`verbose`, on by default) would drown the progress output.
     logging.getLogger("XGBoost-PySpark").setLevel(logging.WARNING)
     params = {"n_estimators": 100, "random_state": seed, "tree_method": "hist", **params}
     cls = SparkXGBRegressor if task == "regression" else SparkXGBClassifier
-    model = cls(features_col=window.features, label_col=LABEL, num_workers=window.workers,
+    model = cls(features_col=window.features, label_col=window.label, num_workers=window.workers,
                 feature_types=_feature_types(categorical, window.n_features), verbose=False, **params)
     try:
         return model.fit(rows).get_booster()
