@@ -129,6 +129,9 @@ class PromotionSpec(_Strict):
     min_metric: float | None = Field(None, allow_inf_nan=False)        # first month: the candidate must reach it
     min_rows: int = Field(200, ge=1)          # evaluated rows (overall, and per gated segment)
     min_class_rows: int = Field(20, ge=1)     # classification: rows of the rarest class
+    # Manual mode: an approval nobody answers within this many hours is rejected (the champion
+    # stays), so one unanswered question never holds up the months after it.
+    approval_timeout_hours: float = Field(72.0, gt=0.0, allow_inf_nan=False)
 
 
 class MonitoringSpec(_Strict):

@@ -6,12 +6,15 @@ The month is the logical one (the run's data interval), so a backfill (catchup)
 builds the history month by month, and a re-run month reuses its MLflow runs.
 
 In `manual` promotion mode a person approves or rejects the challenger in the
-Airflow UI (human-in-the-loop task); `auto` and `shadow` are settled by the policy.
+Airflow UI (human-in-the-loop task) within the spec's `promotion.approval_timeout_hours`;
+unanswered by then, the scheduler applies the default answer, Reject (`decided_by=timeout`).
+`auto` and `shadow` are settled by the policy.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pendulum
@@ -51,7 +54,8 @@ def _show_links(ti, result: dict) -> None:
 
 
 class ChallengerApproval(HITLOperator):
-    """Asks a person only when the month's decision waits for one (manual mode, pending).
+    """Asks a person only when the month's decision waits for one (manual mode, pending), for
+    at most the spec's `promotion.approval_timeout_hours`; then the default, Reject, applies.
 
     Deciding here rather than with a short-circuit upstream: skipping inside a mapped
     task group does not reach the mapped instances under dag.test().
@@ -64,7 +68,13 @@ class ChallengerApproval(HITLOperator):
         if result["mode"] != "manual" or result["decision"]["status"] != "pending":
             self.log.info("decision %s by policy: nobody to ask", result["decision"]["status"])
             return None
+        # Per spec, so known only now; Airflow 3.3's scheduler enforces it (its awaiting-input sweep).
+        self.response_timeout = timedelta(hours=result["approval_timeout_hours"])
         return super().execute(context)
+
+    def execute_complete(self, context, event):
+        # The scheduler's sweep answers with the defaults and `timedout`, which the payload drops.
+        return {**super().execute_complete(context, event), "timed_out": bool(event.get("timedout"))}
 
 
 @dag(
@@ -110,7 +120,8 @@ def monthly_retrain():
             _label(spec.name, month)
             with stderr_as_info():
                 summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
-            result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode, **summary}
+            result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode,
+                      "approval_timeout_hours": spec.promotion.approval_timeout_hours, **summary}
             _show_links(ti, result)
             return result
 
@@ -122,6 +133,7 @@ def monthly_retrain():
                      f"for {{{{ {pull}['month'] }}}} to champion?"),
             body=f"{{{{ {pull}['decision']['summary'] }}}}",   # markdown: metrics, CIs, drift, links
             options=[APPROVE, REJECT],
+            defaults=[REJECT],              # what an unanswered approval becomes at its timeout
             # From the XCom, not the context: a resumed approval does not run execute() again.
             map_index_template=f"{{{{ {pull}['name'] }}}} {{{{ {pull}['month'] }}}}",
         )
@@ -136,12 +148,19 @@ def monthly_retrain():
             _show_links(ti, result)
             if answer is None:  # settled by the policy in evaluate
                 return {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
-            who = answer.get("responded_by_user") or {}
-            person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
+            if answer.get("timed_out"):
+                hours = result["approval_timeout_hours"]
+                decided_by, reasons = "timeout", [f"nobody answered within {hours:g} h "
+                                                  "(promotion.approval_timeout_hours): rejected by "
+                                                  "default, the champion stays"]
+            else:
+                who = answer.get("responded_by_user") or {}
+                person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
+                decided_by, reasons = f"user:{person or 'unknown'}", None
             with stderr_as_info():
                 decision = promotion.decide(result["name"], result["decision"]["version"],
                                             approve=answer["chosen_options"] == [APPROVE],
-                                            decided_by=f"user:{person or 'unknown'}")
+                                            decided_by=decided_by, reasons=reasons)
             return {"status": decision.status, "champion_after": decision.champion_after}
 
         @task(map_index_template=LABEL)

@@ -269,3 +269,83 @@ def test_person_rejects_over_rest(api, approved, dag_env, mlflow_url, tmp_path):
     assert rejected.tags["automl.decision.decided_by"] == f"user:{USER}"
     assert rejected.tags["automl.decision.month"] == "2017-11"
     assert "challenger" not in client.get_registered_model(MODEL).aliases
+
+
+# ---------------------------------------------------------------- an approval nobody answers
+
+TIMEOUT_MODEL = "dag_timeout"     # its own registered model and specs: independent of the months above
+# The scheduler's awaiting-input sweep, as its loop runs it, until the run has nothing parked.
+SWEEP = """
+import sys, time
+from airflow.jobs.job import Job
+from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+from airflow.models import TaskInstance
+from airflow.utils.session import create_session
+from airflow.utils.state import TaskInstanceState
+
+runner, dag_id, logical_date = SchedulerJobRunner(job=Job()), sys.argv[1], sys.argv[2]
+for _ in range(300):
+    runner.check_awaiting_input_timeouts()
+    with create_session() as session:
+        parked = [ti for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id,
+                  TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                  if ti.dag_run.logical_date.isoformat() == logical_date]
+    if not parked:
+        print("SWEPT")
+        break
+    time.sleep(1)
+"""
+
+
+def test_an_unanswered_approval_is_rejected_when_it_times_out(api, dag_env, mlflow_url, demo_dir, tmp_path):
+    """Nobody answers: at `promotion.approval_timeout_hours` the scheduler's sweep applies the
+    default (Reject), the run goes on, and the decision says it was the timeout, not a person."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    raw = spec_dict("binary", name=TIMEOUT_MODEL, data={"source": str(demo_dir / "loans")},
+                    promotion={"mode": "manual", "approval_timeout_hours": 0.005})   # 18 s
+    (specs / f"{TIMEOUT_MODEL}.yaml").write_text(yaml.safe_dump(raw))
+    env = {**dag_env, "AUTOML_SPECS_DIR": str(specs), "AUTOML_HOME": str(tmp_path / "home")}
+    date, month = "2018-12-01T00:00:00+00:00", "2017-10"
+    out_path, err_path = tmp_path / "run_dag.out", tmp_path / "run_dag.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_dag.py"), DAG_ID, "--date", date,
+                                 "--conf", json.dumps({"month": month})],
+                                env=env, cwd=ROOT, stdout=out, stderr=err,
+                                start_new_session=True, preexec_fn=die_with_parent)
+
+    def why() -> str:
+        return f"\n--- run_dag stdout ---\n{_tail(out_path, 2000)}\n--- run_dag stderr ---\n{_tail(err_path)}"
+
+    try:
+        started, detail = time.monotonic(), None
+        while detail is None:
+            assert proc.poll() is None, f"run_dag exited {proc.returncode} before asking anyone{why()}"
+            assert time.monotonic() - started < RUN_TIMEOUT_S, f"no approval task waiting{why()}"
+            detail = _waiting_approval(api, date)
+            if detail is None:
+                time.sleep(3)
+        assert detail["defaults"] == ["Reject"], detail
+        # dag.test() never resolves a parked task itself (it only waits): the scheduler's sweep does.
+        swept = subprocess.run([sys.executable, "-c", SWEEP, DAG_ID, datetime.fromisoformat(date).isoformat()],
+                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert swept.returncode == 0 and "SWEPT" in swept.stdout, swept.stderr[-3000:] + why()
+        rc = proc.wait(timeout=RUN_TIMEOUT_S)
+        assert rc == 0, f"run_dag exited {rc}{why()}"
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)
+    result = json.loads(out_path.read_text().split("RESULT ", 1)[1].splitlines()[0])
+    assert result["state"] == "success", (result, why())
+    assert result["tasks"][f"{APPLY}[0]"] == "success", result
+
+    client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
+    version = next(v for v in client.search_model_versions(f"name = '{TIMEOUT_MODEL}'")
+                   if v.tags.get("automl.decision.month") == month)
+    assert version.tags["automl.decision.status"] == "rejected", version.tags
+    assert version.tags["automl.decision.decided_by"] == "timeout", version.tags
+    record = json.loads(version.tags["automl.decision.record"])
+    assert any("nobody answered within 0.005 h" in reason for reason in record["reasons"]), record
+    assert client.get_registered_model(TIMEOUT_MODEL).aliases == {}   # no champion, no challenger left
+    answered = api.get_json(_ti_path(detail["task_instance"]["dag_run_id"], APPROVAL) + "/hitlDetails")
+    assert answered["chosen_options"] == ["Reject"] and answered["responded_by_user"] is None, answered

@@ -183,6 +183,8 @@ def test_second_open_supersedes_pending_and_history_is_ordered(reg):
     assert (old.status, old.decided_by) == ("superseded", p.SUPERSEDED_BY)
     assert old.reasons[-1] == "superseded by v2 for 2017-09"
     assert reg.artifact(first)["status"] == "superseded"
+    # ... and the new decision says which unanswered one it replaced.
+    assert p.get_decision(reg.name, v2).reasons[-1] == "supersedes the unanswered decision on v1 for 2017-08"
     assert reg.aliases() == {"challenger": v2}
     for approve in (True, False):
         with pytest.raises(AutomlError, match=r"v1: .* already superseded"):
@@ -190,6 +192,7 @@ def test_second_open_supersedes_pending_and_history_is_ordered(reg):
 
     p.decide(reg.name, v2, approve=True, decided_by="policy:auto")
     reg.open(v3, month="2017-10")  # an approved decision is not superseded
+    assert not any("supersedes" in r for r in p.get_decision(reg.name, v3).reasons)
     history = p.decision_history(reg.name)
     assert [(d.version, d.status) for d in history] == [
         (v1, "superseded"), (v2, "approved"), (v3, "pending")]

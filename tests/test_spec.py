@@ -19,6 +19,7 @@ def test_valid_spec_fills_defaults():
     assert spec.task == "binary" and spec.metric == "areaUnderROC"
     assert spec.validation.folds == 3 and spec.window.train_months == 4
     assert spec.algorithms["lightgbm"].trials == 2
+    assert spec.promotion.approval_timeout_hours == 72
 
 
 def test_default_metric_per_task():
@@ -45,6 +46,7 @@ def test_default_metric_per_task():
     ({"featurez": ["a"]}, "featurez: unknown field"),
     ({"features": ["default", "income"]}, "features lists 'default'"),
     ({"validation": {"method": "given"}}, "needs validation.path"),
+    ({"promotion": {"approval_timeout_hours": 0}}, "promotion.approval_timeout_hours"),
 ])
 def test_invalid_spec_names_the_field(override, expected):
     with pytest.raises(SpecError) as err:

@@ -133,16 +133,17 @@ def _open(c, name, version, month, evidence, evidence_run_id, reasons, measured_
     # checks it still is (safe promotion).
     before = aliases.get(CHAMPION) if measured_against is _NOW else (
         None if measured_against is None else str(measured_against))
-    decision = Decision(model=name, version=version, month=month, status="pending",
-                        decided_by=None, reasons=list(reasons), evidence_run_id=evidence_run_id,
-                        evidence=evidence, created_at=_now(), champion_before=before)
-    _encode(decision)  # fails here, before any write, if it cannot be recorded
     stale = [d for d in _decisions(c, name) if d.status == "pending"]
     for old in stale:
         if aliases.get(CHAMPION) == old.version:
             raise AutomlError(f"{name} v{old.version} is already champion but its decision is "
                               f"still pending (an interrupted approval): run decide(approve) for "
                               f"v{old.version} before opening v{version}")
+    replaced = [f"supersedes the unanswered decision on v{old.version} for {old.month}" for old in stale]
+    decision = Decision(model=name, version=version, month=month, status="pending",
+                        decided_by=None, reasons=list(reasons) + replaced, evidence_run_id=evidence_run_id,
+                        evidence=evidence, created_at=_now(), champion_before=before)
+    _encode(decision)  # fails here, before any write, if it cannot be recorded
     superseded = [dataclasses.replace(
         old, status="superseded", decided_by=SUPERSEDED_BY, decided_at=decision.created_at,
         reasons=old.reasons + [f"superseded by v{version} for {month}"]) for old in stale]
