@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from automl_tasks import cli
 from automl_tasks.errors import DataError, SpecError
 from automl_tasks.evaluation.compare import paired_bootstrap
+from automl_tasks.registry.records import LeaderboardEntry
 from automl_tasks.poc import algorithm_check, candidates, explore, request, segments
 from tests.support.poc_data import churn_frame, segment_frame, write_csv
 
@@ -117,11 +118,12 @@ def test_algorithm_verdict_switches_only_on_a_significant_gain():
     assert algorithm_check.verdict(better, "xgboost", "lightgbm")[0] == "switch"
     worse = paired_bootstrap("areaUnderROC", "binary", y, poor, good)
     assert algorithm_check.verdict(worse, "xgboost", "lightgbm")[0] == "keep"
-    board = [{"algorithm": "xgboost", "status": "ok", "cv_value": 0.9},
-             {"algorithm": "lightgbm", "status": "ok", "cv_value": 0.8},
-             {"algorithm": "spark_linear", "status": "ok", "cv_value": 0.85},
-             {"algorithm": "spark_gbt", "status": "failed", "cv_value": None}]
-    assert algorithm_check.best_alternative(board, "areaUnderROC", exclude="xgboost")["algorithm"] == "spark_linear"
+    board = [LeaderboardEntry("xgboost", "ok", cv_value=0.9), LeaderboardEntry("lightgbm", "ok", cv_value=0.8),
+             LeaderboardEntry("spark_linear", "ok", cv_value=0.85),
+             LeaderboardEntry("spark_gbt", "failed", cv_value=None)]
+    assert algorithm_check.best_alternative(board, "areaUnderROC", exclude="xgboost").algorithm == "spark_linear"
+    # Lower is better for log loss: the smallest value among the others wins.
+    assert algorithm_check.best_alternative(board, "logLoss", exclude="xgboost").algorithm == "lightgbm"
 
 
 def test_time_shares_roll_over_and_keep_room_to_finish(monkeypatch):

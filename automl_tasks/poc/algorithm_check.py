@@ -14,6 +14,7 @@ import json
 
 from automl_tasks.evaluation.compare import paired_bootstrap
 from automl_tasks.evaluation.metrics import is_better
+from automl_tasks.registry.records import LeaderboardEntry
 
 
 def champion_config(name: str) -> dict | None:
@@ -31,12 +32,12 @@ def champion_config(name: str) -> dict | None:
     return {"version": str(version), "algorithm": algorithm, "params": meta["params"], "run_id": run_id}
 
 
-def best_alternative(leaderboard: list[dict], metric: str, exclude: str) -> dict | None:
+def best_alternative(leaderboard: list[LeaderboardEntry], metric: str, exclude: str) -> LeaderboardEntry | None:
     best = None
     for entry in leaderboard:
-        if entry["status"] != "ok" or entry["algorithm"] == exclude:
+        if entry.status != "ok" or entry.algorithm == exclude:
             continue
-        if best is None or is_better(metric, entry["cv_value"], best["cv_value"]):
+        if best is None or is_better(metric, entry.cv_value, best.cv_value):
             best = entry
     return best
 
@@ -54,13 +55,13 @@ def verdict(comparison, champion_algorithm: str, alternative: str) -> tuple[str,
                     f"({interval}): keep the champion's algorithm")
 
 
-def compare_algorithms(champion: dict, champion_oof, alternative: dict, alternative_oof, metric: str,
+def compare_algorithms(champion: dict, champion_oof, alternative: LeaderboardEntry, alternative_oof, metric: str,
                        task: str, seed: int = 0) -> dict:
     """The evidence: both algorithms' out-of-fold metric, the paired delta with its CI, the verdict."""
     comparison = paired_bootstrap(metric, task, champion_oof.y, alternative_oof.prediction,
                                   champion_oof.prediction, seed=seed)
-    decision, why = verdict(comparison, champion["algorithm"], alternative["algorithm"])
+    decision, why = verdict(comparison, champion["algorithm"], alternative.algorithm)
     return {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
-            "champion_params": champion["params"], "alternative": alternative["algorithm"],
-            "alternative_params": alternative["params"], "rows": int(len(champion_oof.rows)),
+            "champion_params": champion["params"], "alternative": alternative.algorithm,
+            "alternative_params": alternative.params, "rows": int(len(champion_oof.rows)),
             "comparison": comparison.to_dict(), "verdict": decision, "reason": why}

@@ -19,6 +19,7 @@ from automl_tasks import fitting
 from automl_tasks.data.labels import class_key
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.metrics import METRICS, compute_metric
+from automl_tasks.registry.records import LeaderboardEntry
 
 
 @dataclass
@@ -76,14 +77,14 @@ def candidate_spec(spec, algorithm: str, params: dict) -> dict:
     return raw
 
 
-def fit_summary(entry: dict, oof: OutOfFold | None, importance: dict[str, float], metric: str) -> dict:
+def fit_summary(entry: LeaderboardEntry, oof: OutOfFold | None, importance: dict[str, float], metric: str) -> dict:
     top = sorted(importance.items(), key=lambda kv: -kv[1])[:20]
     return {
-        "algorithm": entry["algorithm"], "params": entry["params"], "metric": metric,
-        "cv_value": entry["cv_value"], "trials": entry["trials"], "failed_trials": entry["failed"],
-        "best_trial": entry.get("best_trial"), "fit_seconds": entry.get("fit_seconds"),
-        "refit_seconds": entry.get("refit_seconds"), "default_params_value": entry.get("baseline_value"),
-        "lift_over_defaults": entry.get("lift"),
+        "algorithm": entry.algorithm, "params": entry.params, "metric": metric,
+        "cv_value": entry.cv_value, "trials": entry.trials, "failed_trials": entry.failed,
+        "best_trial": entry.best_trial, "fit_seconds": entry.fit_seconds,
+        "refit_seconds": entry.refit_seconds, "default_params_value": entry.baseline_value,
+        "lift_over_defaults": entry.lift,
         "out_of_fold_rows": None if oof is None else int(len(oof.rows)),
         "importance": [{"feature": k, "importance": v} for k, v in top],
     }

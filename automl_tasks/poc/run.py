@@ -39,6 +39,7 @@ from automl_tasks.models import algorithms
 from automl_tasks.poc.request import PocRequest, resolve
 from automl_tasks.poc.steps import REPORT_SECONDS, PocContext, algorithm_check, evaluate_candidates, segment_study
 from automl_tasks.progress import report
+from automl_tasks.registry.records import LeaderboardEntry, TuningResult
 
 PURPOSE = "poc"
 MAX_EXPLORE_ROWS = 50_000
@@ -207,8 +208,9 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
     progress(f"{spec.name}: {budget.elapsed():.0f}s used by checks and exploration; tuning until "
              f"{deadline - time.monotonic():.0f}s from now, {reserve:.0f}s kept for evaluation and reports")
     defaults = {a: [algorithms.get(a).defaults] for a in spec.algorithms}
-    tuned = tune(spec, None, spark=ctx.spark, progress=progress, purpose=PURPOSE, dag_run_id=dag_run_id,
-                 prepared=prepared, deadline=deadline, warm_start=defaults)
+    tuned = TuningResult.from_json(tune(spec, None, spark=ctx.spark, progress=progress, purpose=PURPOSE,
+                                        dag_run_id=dag_run_id, prepared=prepared, deadline=deadline,
+                                        warm_start=defaults))
     timings["tuning"] = round(budget.elapsed() - sum(timings.values()), 2)
 
     # The candidates the algorithm check and the segment study need go first, then the checks,
@@ -216,8 +218,8 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
     from automl_tasks.poc.algorithm_check import best_alternative, champion_config
 
     champion = champion_config(spec.name)
-    alternative = champion and best_alternative(tuned["leaderboard"], spec.metric, exclude=champion["algorithm"])
-    first = {tuned["best"]["algorithm"]} | ({alternative["algorithm"]} if alternative else set())
+    alternative = champion and best_alternative(tuned.leaderboard, spec.metric, exclude=champion["algorithm"])
+    first = {tuned.best["algorithm"]} | ({alternative.algorithm} if alternative else set())
     evaluated = evaluate_candidates(ctx, tuned, only=first)
     oofs = {a: c["oof"] for a, c in evaluated.items() if c.get("oof") is not None}
     check = algorithm_check(ctx, tuned, champion, alternative, oofs)
@@ -225,7 +227,7 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
     evaluated.update(evaluate_candidates(ctx, tuned, skip=set(evaluated)))
     timings["evaluation"] = round(budget.elapsed() - sum(timings.values()), 2)   # steps 5-7
 
-    board = leaderboard(tuned["leaderboard"], evaluated, spec.metric)
+    board = leaderboard(tuned.leaderboard, evaluated, spec.metric)
     write_leaderboard(board, out)
     best = _best(tuned, evaluated)
     timings["total"] = round(budget.elapsed(), 2)
@@ -237,7 +239,7 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
         "warnings": [{"kind": f.kind, "column": f.column, "message": f.message} for f in exploration["findings"]],
         "algorithm_check": check, "segments": segments,
         "outputs": outputs(out, evaluated, check, segments),
-        "tuning_run_id": tuned["run_id"],
+        "tuning_run_id": tuned.run_id,
         "budget": {"time_budget_s": budget.total_s, "elapsed_s": round(budget.elapsed(), 2)},
         "timings": timings, "notes": plan.notes,
     }
@@ -251,18 +253,18 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
 
 # --- 8. leaderboard and outputs ------------------------------------------------------------------
 
-def leaderboard(entries: list[dict], evaluated: dict, metric: str) -> list[dict]:
+def leaderboard(entries: list[LeaderboardEntry], evaluated: dict, metric: str) -> list[dict]:
     """One row per algorithm, best first; failed algorithms last with their status."""
     from automl_tasks.evaluation.metrics import orientation
 
     rows = []
     for e in entries:
-        done = evaluated.get(e["algorithm"], {})
-        rows.append({"algorithm": e["algorithm"], "metric": metric, "value": e["cv_value"],
-                     "fit_seconds": e.get("fit_seconds"), "status": e["status"], "trials": e["trials"],
-                     "failed_trials": e["failed"], "oof_value": done.get("oof_value"),
-                     "test_value": done.get("test_value"), "default_params_value": e.get("baseline_value"),
-                     "wall_seconds": e.get("wall_seconds"), "params": e["params"], "reason": e.get("reason")})
+        done = evaluated.get(e.algorithm, {})
+        rows.append({"algorithm": e.algorithm, "metric": metric, "value": e.cv_value,
+                     "fit_seconds": e.fit_seconds, "status": e.status, "trials": e.trials,
+                     "failed_trials": e.failed, "oof_value": done.get("oof_value"),
+                     "test_value": done.get("test_value"), "default_params_value": e.baseline_value,
+                     "wall_seconds": e.wall_seconds, "params": e.params, "reason": e.reason})
     rows.sort(key=lambda r: (r["value"] is None, -orientation(metric) * (r["value"] or 0.0)))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
@@ -282,10 +284,10 @@ def write_leaderboard(board: list[dict], out: Path) -> None:
             mlflow.log_metric(f"cv_{row['metric']}_{row['algorithm']}", row["value"])
 
 
-def _best(tuned: dict, evaluated: dict) -> dict:
-    best = dict(tuned["best"])
+def _best(tuned: TuningResult, evaluated: dict) -> dict:
+    best = dict(tuned.best)
     done = evaluated.get(best["algorithm"], {})
-    best.update(model_dir=tuned["model_dir"], spec=done.get("files", {}).get("spec"),
+    best.update(model_dir=tuned.model_dir, spec=done.get("files", {}).get("spec"),
                 candidate_run_id=done.get("run_id"))
     return best
 

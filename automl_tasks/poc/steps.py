@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from automl_tasks.models import algorithms
+from automl_tasks.registry.records import LeaderboardEntry, TuningResult
 
 if TYPE_CHECKING:
     from automl_tasks.poc.run import Budget
@@ -33,28 +34,28 @@ class PocContext:
 
 # --- 5. candidates ---------------------------------------------------------------------------
 
-def evaluate_candidates(ctx: PocContext, tuned: dict, *, only: set | None = None,
+def evaluate_candidates(ctx: PocContext, tuned: TuningResult, *, only: set | None = None,
                         skip: set = frozenset()) -> dict:
     """The successful candidates (`only` these, none of `skip`), best first; out-of-fold work
     only where the budget allows."""
     from automl_tasks.evaluation.metrics import orientation
 
     spec = ctx.plan.spec
-    ok = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] not in skip
-          and (only is None or e["algorithm"] in only)]
-    ranked = sorted(ok, key=lambda e: -orientation(spec.metric) * e["cv_value"])
+    ok = [e for e in tuned.leaderboard if e.status == "ok" and e.algorithm not in skip
+          and (only is None or e.algorithm in only)]
+    ranked = sorted(ok, key=lambda e: -orientation(spec.metric) * e.cv_value)
     evaluated = {}
     for entry in ranked:
-        evaluated[entry["algorithm"]] = evaluate_candidate(ctx, entry, ctx.out / "candidates" / entry["algorithm"])
+        evaluated[entry.algorithm] = evaluate_candidate(ctx, entry, ctx.out / "candidates" / entry.algorithm)
     return evaluated
 
 
-def oof_estimate(entry: dict, n_folds: int) -> float:
+def oof_estimate(entry: LeaderboardEntry, n_folds: int) -> float:
     """Seconds the out-of-fold refits should take: n_folds fits like the whole-data refit."""
-    return n_folds * float(entry.get("refit_seconds") or 1.0) + 1.0
+    return n_folds * float(entry.refit_seconds or 1.0) + 1.0
 
 
-def evaluate_candidate(ctx: PocContext, entry: dict, folder: Path) -> dict:
+def evaluate_candidate(ctx: PocContext, entry: LeaderboardEntry, folder: Path) -> dict:
     import mlflow
     import yaml
 
@@ -63,18 +64,18 @@ def evaluate_candidate(ctx: PocContext, entry: dict, folder: Path) -> dict:
     from automl_tasks.poc import candidates as cand
 
     plan, prepared, folds, budget, progress = ctx.plan, ctx.prepared, ctx.folds, ctx.budget, ctx.progress
-    spec, algorithm = plan.spec, entry["algorithm"]
+    spec, algorithm = plan.spec, entry.algorithm
     folder.mkdir(parents=True)
-    model = NativeModel(entry["model_dir"])
+    model = NativeModel(entry.model_dir)
     result: dict = {"oof": None, "files": {}}
     ctags = {**ctx.tags, "automl.kind": "evaluation", "automl.algorithm": algorithm}
     with mlflow.start_run(run_name=f"candidate-{algorithm}", nested=True, tags=ctags) as run:
         result["run_id"] = run.info.run_id
         spec_path = folder / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(cand.candidate_spec(spec, algorithm, entry["params"]), sort_keys=False))
+        spec_path.write_text(yaml.safe_dump(cand.candidate_spec(spec, algorithm, entry.params), sort_keys=False))
         result["files"]["spec"] = str(spec_path)
         if budget.fits(oof_estimate(entry, folds.n_folds), keep_s=REPORT_SECONDS):
-            oof = cand.out_of_fold(folds, algorithm, spec.task, entry["params"],
+            oof = cand.out_of_fold(folds, algorithm, spec.task, entry.params,
                                    prepared.encoding.categorical_idx, spec.seed)
             result["oof"] = oof
             result["performance"] = cand.performance(spec.task, oof.y, oof.prediction)
@@ -86,7 +87,7 @@ def evaluate_candidate(ctx: PocContext, entry: dict, folder: Path) -> dict:
             result["skipped"] = (f"out-of-fold evaluation skipped: {budget.left():.0f}s left, it needs about "
                                  f"{oof_estimate(entry, folds.n_folds):.0f}s")
             progress(f"{algorithm}: {result['skipped']}")
-        performance = {"metric": spec.metric, "cv_value": entry["cv_value"],
+        performance = {"metric": spec.metric, "cv_value": entry.cv_value,
                        "out_of_fold": result.get("performance"), "skipped": result.get("skipped")}
         if plan.test_df is not None:
             frame, y, prediction = cand.test_predictions(model, prepared.pipeline, plan.test_df, spec,
@@ -101,8 +102,8 @@ def evaluate_candidate(ctx: PocContext, entry: dict, folder: Path) -> dict:
         for name, payload in (("performance.json", performance), ("fit_summary.json", summary)):
             (folder / name).write_text(json.dumps(payload, indent=2, default=str))
             result["files"][name.removesuffix(".json")] = str(folder / name)
-        mlflow.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in entry["params"].items()})
-        mlflow.log_metric(f"cv_{spec.metric}", entry["cv_value"])
+        mlflow.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in entry.params.items()})
+        mlflow.log_metric(f"cv_{spec.metric}", entry.cv_value)
         mlflow.log_artifacts(str(folder))
     result["oof_value"] = (result.get("performance") or {}).get(spec.metric)
     progress(f"{algorithm}: candidate written to {folder}")
@@ -111,7 +112,7 @@ def evaluate_candidate(ctx: PocContext, entry: dict, folder: Path) -> dict:
 
 # --- 6. algorithm check ----------------------------------------------------------------------
 
-def algorithm_check(ctx: PocContext, tuned: dict, champion: dict | None, alternative: dict | None,
+def algorithm_check(ctx: PocContext, tuned: TuningResult, champion: dict | None, alternative: LeaderboardEntry | None,
                     oofs: dict) -> dict | None:
     import mlflow
 
@@ -122,13 +123,13 @@ def algorithm_check(ctx: PocContext, tuned: dict, champion: dict | None, alterna
     spec = ctx.plan.spec
     if champion is None:
         return None
-    if alternative is None or alternative["algorithm"] not in oofs:
+    if alternative is None or alternative.algorithm not in oofs:
         result = {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
                   "verdict": "not checked",
                   "reason": ("no other algorithm in the leaderboard" if alternative is None else
-                             f"{alternative['algorithm']} has no out-of-fold predictions (time budget)")}
+                             f"{alternative.algorithm} has no out-of-fold predictions (time budget)")}
     else:
-        same = next((e for e in tuned["leaderboard"] if e["algorithm"] == champion["algorithm"]), None)
+        same = next((e for e in tuned.leaderboard if e.algorithm == champion["algorithm"]), None)
         estimate = oof_estimate(same, folds.n_folds) if same else 5.0 * folds.n_folds
         if not budget.fits(estimate, keep_s=REPORT_SECONDS):
             result = {"champion_version": champion["version"], "champion_algorithm": champion["algorithm"],
@@ -136,7 +137,7 @@ def algorithm_check(ctx: PocContext, tuned: dict, champion: dict | None, alterna
         else:
             champion_oof = out_of_fold(folds, champion["algorithm"], spec.task, champion["params"],
                                        prepared.encoding.categorical_idx, spec.seed)
-            result = ac.compare_algorithms(champion, champion_oof, alternative, oofs[alternative["algorithm"]],
+            result = ac.compare_algorithms(champion, champion_oof, alternative, oofs[alternative.algorithm],
                                            spec.metric, spec.task, seed=spec.seed)
     progress(f"algorithm check: {result['reason']}")
     (out / "algorithm_check.json").write_text(json.dumps(result, indent=2, default=str))
@@ -147,7 +148,7 @@ def algorithm_check(ctx: PocContext, tuned: dict, champion: dict | None, alterna
 
 # --- 7. segments -----------------------------------------------------------------------------
 
-def segment_study(ctx: PocContext, tuned: dict, oofs: dict) -> dict | None:
+def segment_study(ctx: PocContext, tuned: TuningResult, oofs: dict) -> dict | None:
     import mlflow
     import pandas as pd
 
@@ -159,13 +160,13 @@ def segment_study(ctx: PocContext, tuned: dict, oofs: dict) -> dict | None:
     out, progress, spec = ctx.out, ctx.progress, ctx.plan.spec
     if not spec.segment:
         return None
-    best = tuned["best"]["algorithm"]
+    best = tuned.best["algorithm"]
     # Segment models fit inside Spark tasks (applyInPandas): not the driver-fitted algorithms.
     in_tasks = [a for a in algorithms.names() if not algorithms.get(a).fits_on_driver]
-    boosters = [e for e in tuned["leaderboard"] if e["status"] == "ok" and e["algorithm"] in in_tasks]
+    boosters = [e for e in tuned.leaderboard if e.status == "ok" and e.algorithm in in_tasks]
     booster = None
     for entry in boosters:
-        if booster is None or is_better(spec.metric, entry["cv_value"], booster["cv_value"]):
+        if booster is None or is_better(spec.metric, entry.cv_value, booster.cv_value):
             booster = entry
     labels = seg.segment_labels(prepared.train.segments)
     n_segments = len(set(labels))
@@ -179,7 +180,7 @@ def segment_study(ctx: PocContext, tuned: dict, oofs: dict) -> dict | None:
     if reason is not None:
         progress(f"segments: not compared: {reason}")
         return {"column": spec.segment, "advice": f"not compared: {reason}", "segments": [], "recommended": []}
-    ctx = seg.segment_context(booster["algorithm"], spec.task, booster["params"], prepared, spec.seed)
+    ctx = seg.segment_context(booster.algorithm, spec.task, booster.params, prepared, spec.seed)
     progress(f"segments: {n_segments} {booster['algorithm']} models on Spark, each against the global "
              f"{best} model on its held-out rows")
     per_segment, errors = seg.segment_predictions(spark, folds, labels, ctx)
@@ -192,7 +193,7 @@ def segment_study(ctx: PocContext, tuned: dict, oofs: dict) -> dict | None:
     pd.DataFrame(result["segments"]).to_csv(folder / "segments.csv", index=False)
     if comparisons:
         plots.save_and_close(plots.comparison_forest(comparisons), folder / "segments_vs_global.png")
-    result.update(column=spec.segment, segment_algorithm=booster["algorithm"], global_algorithm=best)
+    result.update(column=spec.segment, segment_algorithm=booster.algorithm, global_algorithm=best)
     (folder / "segments.json").write_text(json.dumps(result, indent=2, default=str))
     mlflow.log_artifacts(str(folder), "segments")
     progress(f"segments: {result['advice']}")
