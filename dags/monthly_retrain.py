@@ -13,6 +13,7 @@ unanswered by then, the scheduler applies the default answer, Reject (`decided_b
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +32,16 @@ FIRST_MONTH = months.Month.parse(os.environ.get("AUTOML_FIRST_MONTH", "2018-01")
 APPROVE, REJECT = "Approve", "Reject"
 EVALUATE = "per_spec.evaluate"
 
+# Operations (a deployment sets them in the environment: docs/operations.md). Retries are for
+# what is transient (Spark, MLflow, the network); bad input fails at once (`_no_retry_on_bad_input`).
+RETRIES = int(os.environ.get("AUTOML_TASK_RETRIES", "2"))
+RETRY_DELAY = timedelta(minutes=float(os.environ.get("AUTOML_RETRY_DELAY_MINUTES", "5")))
+MONTH_TIMEOUT = timedelta(hours=float(os.environ.get("AUTOML_MONTH_TIMEOUT_HOURS", "6")))
+# The pool of the tasks that start a Spark driver; its size caps the drivers across all runs.
+SPARK_POOL = os.environ.get("AUTOML_SPARK_POOL", "default_pool")
+SPARK_TASK = {"pool": SPARK_POOL, "execution_timeout": MONTH_TIMEOUT,
+              "max_active_tis_per_dagrun": 1}   # one spec's month at a time in a run: one driver
+
 
 def _month(params, data_interval_start) -> str:
     """The Param month, else the month the run covers (its data interval; a backfill walks them)."""
@@ -44,6 +55,20 @@ LABEL = "{{ automl_label | default('') }}"
 def _label(name: str, month: str) -> None:
     """Name this mapped task instance in the grid (its map_index_template renders LABEL)."""
     get_current_context()["automl_label"] = f"{name} {month}"
+
+
+@contextlib.contextmanager
+def _no_retry_on_bad_input():
+    """A DataError or SpecError is the input's fault: retrying cannot fix it, so the task fails
+    at once with the library's message instead of waiting for its retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from automl_tasks.errors import DataError, SpecError
+
+    try:
+        yield
+    except (DataError, SpecError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _show_links(ti, result: dict) -> None:
@@ -84,6 +109,7 @@ class ChallengerApproval(HITLOperator):
     start_date=pendulum.datetime(FIRST_MONTH.year, FIRST_MONTH.month, 1, tz="UTC"),
     catchup=True,
     max_active_runs=1,            # months in order: each month's champion is the previous decision's
+    default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY},
     tags=["automl", "monthly"],
     params={
         "spec": Param(None, type=["null", "string"],
@@ -103,11 +129,12 @@ def monthly_retrain():
     def list_specs(params=None) -> list[str]:
         from automl_tasks.paths import specs_in
 
-        return specs_in(SPECS_DIR, params.get("spec"))
+        with _no_retry_on_bad_input():
+            return specs_in(SPECS_DIR, params.get("spec"))
 
     @task_group
     def per_spec(spec_path: str):
-        @task(map_index_template=LABEL)
+        @task(map_index_template=LABEL, **SPARK_TASK)
         def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             from automl_tasks.pipelines.monthly import run_monthly
             from automl_tasks.progress import stderr_as_info
@@ -116,10 +143,11 @@ def monthly_retrain():
 
             tracking.configure()        # this task's process talks to the configured MLflow store
             month = _month(params, data_interval_start)
-            spec = load_spec(spec_path)
-            _label(spec.name, month)
-            with stderr_as_info():
-                summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
+            with _no_retry_on_bad_input():
+                spec = load_spec(spec_path)
+                _label(spec.name, month)
+                with stderr_as_info():
+                    summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
             result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode,
                       "approval_timeout_hours": spec.promotion.approval_timeout_hours, **summary}
             _show_links(ti, result)
@@ -136,6 +164,7 @@ def monthly_retrain():
             defaults=[REJECT],              # what an unanswered approval becomes at its timeout
             # From the XCom, not the context: a resumed approval does not run execute() again.
             map_index_template=f"{{{{ {pull}['name'] }}}} {{{{ {pull}['month'] }}}}",
+            retries=0,                      # a person's answer, or the timeout's default: nothing to retry
         )
 
         @task(map_index_template=LABEL)
@@ -163,7 +192,7 @@ def monthly_retrain():
                                             decided_by=decided_by, reasons=reasons)
             return {"status": decision.status, "champion_after": decision.champion_after}
 
-        @task(map_index_template=LABEL)
+        @task(map_index_template=LABEL, **SPARK_TASK)
         def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             """Develop vs master: the spec as on two git refs, trained and compared on the month."""
             from airflow.sdk.exceptions import AirflowSkipException
@@ -183,7 +212,7 @@ def monthly_retrain():
             from automl_tasks.progress import stderr_as_info
             from automl_tasks.registry import links
 
-            with stderr_as_info():
+            with _no_retry_on_bad_input(), stderr_as_info():
                 result = compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
                                           refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
             ti.xcom_push(links.XCOM_KEY, links.task_links(result["run_id"]))

@@ -10,7 +10,7 @@ UI or the REST API of an api-server on the same metadata DB).
 
     python scripts/run_dag.py DAG_ID --date LOGICAL_DATE [--date ...] [--conf JSON] [--answer OPTION]
 
-Prints one `RESULT {json}` line per date: the run's state and every task's state.
+Prints one `RESULT {json}` line per date: the run's state, every task's state and its tries.
 """
 
 from __future__ import annotations
@@ -75,9 +75,11 @@ def main() -> None:
     dag = bag.get_dag(args.dag_id)
     for date in args.date:
         run = dag.test(logical_date=pendulum.parse(date), run_conf=json.loads(args.conf))
-        states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
-        print("RESULT " + json.dumps({"logical_date": date, "state": str(run.state), "tasks": states}),
-              flush=True)
+        tis = run.get_task_instances()
+        states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
+        tries = {f"{ti.task_id}[{ti.map_index}]": ti.try_number for ti in tis}
+        print("RESULT " + json.dumps({"logical_date": date, "state": str(run.state), "tasks": states,
+                                      "tries": tries}), flush=True)
     stop.set()
 
 

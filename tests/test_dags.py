@@ -84,3 +84,23 @@ def test_feature_ablation_dag_from_its_form(airflow_env, demo_dir, tmp_path, tra
     assert len(study) == 1 and study[0].data.tags["automl.dag_run_id"].startswith("manual__")
     table = Path(client.download_artifacts(study[0].info.run_id, "results.csv", str(tmp_path))).read_text()
     assert "bureau_score" in table and "noise_1" in table
+
+
+def test_bad_input_fails_the_month_at_once_without_retries(airflow_env, demo_dir, tmp_path, tracking):
+    """A month with no data is a DataError: not transient, so the task fails on its first try with
+    the library's message, although the DAG retries other failures (AUTOML_TASK_RETRIES)."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "dag_bad_month.yaml").write_text(json.dumps(spec_dict(
+        "binary", name="dag_bad_month", data={"source": str(demo_dir / "loans")})))
+    env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(specs), AUTOML_TASK_RETRIES="2",
+                  AUTOML_RETRY_DELAY_MINUTES="0")
+    [result] = run_dag("monthly_retrain", ["2031-02-01T00:00:00+00:00"], {"promotion": "auto"}, env)
+    assert result["state"] == "failed", result
+    assert result["tasks"]["per_spec.evaluate[0]"] == "failed", result
+    assert result["tries"]["per_spec.evaluate[0]"] == 1, result       # no retry of bad input
+    # Nothing of the month was written: no month run, no registered version.
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("dag_bad_month/monthly")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+    assert client.search_registered_models("name = 'dag_bad_month'") == []
