@@ -140,6 +140,9 @@ class MonitoringSpec(_Strict):
     # The month drifts as a whole when at least this share of its columns drift (Evidently's
     # dataset-drift default).
     drift_share: float = Field(0.5, gt=0.0, le=1.0)
+    # The champion is `degraded` when its month's interval lies wholly worse than its holdout
+    # metric at promotion by more than this (monitoring/health.py).
+    max_degradation: float = Field(0.02, ge=0.0, allow_inf_nan=False)
 
 
 class AblationSpec(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -47,6 +48,16 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert second["decision"]["status"] == "pending" and version != first["champion_after"]
     assert second["champion_before"] == second["champion_after"] == first["champion_after"]
     assert 0.0 < second["champion_metric"] < 1.0
+    # The champion's health: measured against its holdout metric when 2017-10 promoted it.
+    first_best = first["candidates"][promotion.get_decision(spec.name, first["champion_after"]).evidence["candidate"]]
+    month_record = json.loads(mlflow.artifacts.load_text(f"runs:/{second['runs']['month']}/monthly.json"))
+    health = month_record["health"]
+    assert health["reference"] == first_best and health["value"] == second["champion_metric"]
+    assert health["ci_low"] < health["value"] < health["ci_high"]
+    assert health["degraded"] == (health["ci_high"] < first_best - spec.monitoring.max_degradation)
+    waiting = [a for a in second["alerts"] if a["kind"] == "approval_waiting"]
+    assert [a["message"] for a in waiting] == [
+        f"monthly_test 2017-11: v{version} waits for approval (rejected by default after 72 h)"]
     month_run = client.get_run(second["decision"]["evidence_run_id"])
     assert month_run.info.run_id == second["runs"]["month"]
     assert month_run.data.tags["automl.kind"] == "decision" and month_run.data.tags["automl.month"] == "2017-11"

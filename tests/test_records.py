@@ -69,6 +69,9 @@ NEW_RECORD = {
     "policy": {"approve": False, "outcome": "keep", "gate": "improvement", "reasons": ["not enough"],
                "rows": 400, "rarest_class_rows": 65},
     "fit_seconds": None, "duplicate_ids": None, "ablation": None,
+    "health": {"metric": "areaUnderROC", "value": 0.64, "ci_low": 0.6, "ci_high": 0.68, "reference": 0.75,
+               "max_degradation": 0.02, "degraded": True},
+    "alerts": [{"kind": "degraded", "message": "loans 2018-07: champion v1 areaUnderROC 0.6400 ..."}],
 }
 
 
@@ -83,7 +86,8 @@ def test_a_month_record_round_trips_key_for_key():
 def test_a_record_written_before_the_gates_window_and_baselines_still_loads_and_summarises():
     from automl_tasks.registry import summary
 
-    old = {k: v for k, v in NEW_RECORD.items() if k not in ("window", "fit_seconds", "duplicate_ids", "ablation")}
+    old = {k: v for k, v in NEW_RECORD.items()
+           if k not in ("window", "fit_seconds", "duplicate_ids", "ablation", "health", "alerts")}
     old = {**old, "champion": None, "comparisons": [],
            "drift": {"share_drifted": 0.1, "drifted_columns": []},
            "policy": {"approve": True, "reasons": ["no champion yet"]},
@@ -97,6 +101,12 @@ def test_a_record_written_before_the_gates_window_and_baselines_still_loads_and_
     assert policy.Verdict.from_json({"approve": False, "reasons": []}).outcome == policy.KEEP
     text = summary.decision_markdown("loans", "3", "auto", record)
     assert "Policy: **gates pass**" in text and "Trained on" not in text
+    assert "Alert" not in text and "on the month:" not in text
+    # A record with the champion's health shows it and its alerts.
+    healthy = summary.decision_markdown("loans", "3", "manual", MonthRecord.from_json(NEW_RECORD))
+    assert ("Champion v1 on the month: areaUnderROC 0.6400 [95% CI 0.6000, 0.6800] against 0.7500 at its "
+            "promotion: degraded (monitoring.max_degradation 0.02).") in healthy
+    assert "**Alert (degraded)**: loans 2018-07: champion v1" in healthy
     assert "| xgboost **(challenger)** | 0.6700 | 0.7000 | – | – |" in text
     assert "Drift: 10% of columns drifted." in text
 

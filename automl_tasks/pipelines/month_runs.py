@@ -175,13 +175,14 @@ def history(name: str) -> list[dict]:
             "ci_high": overall and overall["ci_high"],
             "version": decision and decision.version, "decision": decision.status if decision else "none",
             "champion_after": decision and decision.champion_after, "run_id": run.info.run_id,
+            "alerts": [a["kind"] for a in record.alerts or []],
         })
     return sorted(rows, key=lambda r: r["month"])
 
 
 def format_history(rows: list[dict], metric: str = "metric") -> str:
     lines = [f"{'month':<8} {'champion':>8} {metric:>9} {'drift':>6}  {'challenger':<18} "
-             f"{'delta [95% CI]':<27} {'decision':<25} {'champion after':>14}"]
+             f"{'delta [95% CI]':<27} {'decision':<25} {'champion after':>14}  alerts"]
     for r in rows:
         ci = (f"{number(r['delta'], True)} [{number(r['ci_low'], True)}, {number(r['ci_high'], True)}]"
               if r["delta"] is not None else "-")
@@ -189,5 +190,6 @@ def format_history(rows: list[dict], metric: str = "metric") -> str:
                      f"{number(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
                      f"{r['challenger'] + ' ' + number(r['challenger_metric']):<18} {ci:<27} "
                      f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<25} "
-                     f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}")
+                     f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}  "
+                     f"{', '.join(r.get('alerts') or []) or '-'}")
     return "\n".join(lines)

@@ -21,6 +21,8 @@ from automl_tasks.data.months import Month, describe_months
 from automl_tasks.data.prepare import load_frame
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.evaluation.compare import Comparison
+from automl_tasks.monitoring.health import alerts as month_alerts
+from automl_tasks.monitoring.health import champion_health
 from automl_tasks.pipelines.holdout import align_classes, champion_scores, check_schema, compare_models, holdout_rows
 from automl_tasks.pipelines.month_runs import (PURPOSE, RECORD_ARTIFACT, MonthContext, Stopwatch, champion_trend,
                                                child, find_month_run, find_or_tune, recorded, series_key)
@@ -128,7 +130,7 @@ def _evaluate(ctx: MonthContext, tags: dict, parent: str) -> MonthRecord:
                          "drift_spark_fraction_current": str(cur_fraction)})
         ctx.progress(f"{spec.name} {month}: drift share {drift.share_drifted:.2f} "
                      f"({', '.join(drift.drifted_columns) or 'no column'} drifted)")
-        champion_metric = None
+        champion_metric, health = None, None
         if champion is not None:
             champion_pred = align_classes(champion[1].predict(holdout_df), champion[1].meta, prepared.classes)
             scores = champion_scores(spec, y, champion_pred, segments)
@@ -137,7 +139,11 @@ def _evaluate(ctx: MonthContext, tags: dict, parent: str) -> MonthRecord:
                                step=Month.parse(month).step)
             mlflow.set_tag("automl.champion_version", champion[0])
             mlflow.log_figure(champion_trend(client, ctx.experiment, spec, month, scores), "champion_trend.png")
-            ctx.progress(f"{spec.name} {month}: champion v{champion[0]} {spec.metric}={champion_metric:.4f}")
+            health = champion_health(spec.metric, spec.task, y, champion_pred, _reference(spec.name, champion[0]),
+                                     spec.monitoring.max_degradation, seed=spec.seed)
+            mlflow.log_metrics({"champion_ci_low": health.ci_low, "champion_ci_high": health.ci_high})
+            mlflow.set_tag("automl.champion_health", "degraded" if health.degraded else "ok")
+            ctx.progress(f"{spec.name} {month}: champion v{champion[0]} {health.describe()}")
     ctx.lap("monitor")
 
     # 2. Candidates, warm-started from the champion's params; reused when already tuned.
@@ -165,14 +171,16 @@ def _evaluate(ctx: MonthContext, tags: dict, parent: str) -> MonthRecord:
     verdict = gates.decide(comparisons, spec, best.holdout_value, gates.Evidence.of_labels(spec.task, y))
     ctx.lap("compare")
 
+    drift_summary = {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns,
+                     "columns_checked": len(drift.columns), "reference": describe_months(prepared.window.train),
+                     "threshold": spec.monitoring.drift_share,
+                     "dataset_drift": drift.share_drifted >= spec.monitoring.drift_share}
+
     record = MonthRecord(
         month=month, metric=spec.metric, experiment_id=ctx.experiment, runs=runs,
         champion=None if champion is None else {"version": champion[0], "algorithm":
                                                  champion[1].meta["algorithm"], "metric": champion_metric},
-        drift={"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns,
-               "columns_checked": len(drift.columns), "reference": describe_months(prepared.window.train),
-               "threshold": spec.monitoring.drift_share,
-               "dataset_drift": drift.share_drifted >= spec.monitoring.drift_share},
+        drift=drift_summary,
         window={"train": list(prepared.window.train),
                 "train_rows": sum(prepared.row_counts[m] for m in prepared.window.train),
                 "holdout": list(prepared.window.holdout_months), "holdout_rows": int(len(y))},
@@ -183,9 +191,27 @@ def _evaluate(ctx: MonthContext, tags: dict, parent: str) -> MonthRecord:
         policy=verdict.to_json(),
         fit_seconds=None if reused else tuned.fit_seconds,
         duplicate_ids=prepared.duplicate_ids,       # data.duplicate_ids: warn, else None
+        health=health and health.to_json(),
+        alerts=month_alerts(health, drift_summary, name=spec.name, month=month,
+                            version=champion and champion[0]),
     )
     _log_side_by_side(record)
     return record
+
+
+def _reference(name: str, version: str) -> float | None:
+    """The champion's holdout metric when it was promoted (its decision's evidence)."""
+    decision = promotion.get_decision(name, version)
+    return None if decision is None else decision.evidence.get("candidate_holdout")
+
+
+def _waiting(spec: ModelSpec, mode: str, month: str, decision) -> list[dict]:
+    """The `approval_waiting` alert: a person is asked (manual mode, pending)."""
+    if mode != "manual" or decision.status != "pending":
+        return []
+    return [{"kind": "approval_waiting", "message": (
+        f"{spec.name} {month}: v{decision.version} waits for approval (rejected by default after "
+        f"{spec.promotion.approval_timeout_hours:g} h)")}]
 
 
 def _ablation(ctx: MonthContext) -> dict | None:
@@ -255,6 +281,7 @@ def _decide(ctx: MonthContext, mode: str, record: MonthRecord) -> dict:
                      "evidence_run_id": runs["month"], "policy_says": approve, "summary": text},
         "drift": record.drift,
         "champion_metric": record.champion_metric,
+        "alerts": (record.alerts or []) + _waiting(spec, mode, month, decision),
         "candidates": {e.algorithm: e.holdout_value for e in record.leaderboard},
         "runs": runs,
     }

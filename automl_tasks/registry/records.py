@@ -120,6 +120,8 @@ class MonthRecord:
     fit_seconds: dict | None = None  # a fresh tuning's; None when the tuning was reused
     duplicate_ids: dict | None = None
     ablation: dict | None = None    # run_id, results
+    health: dict | None = None      # the champion's: monitoring.health.Health.to_json()
+    alerts: list[dict] | None = None   # {kind, message}: degraded, drift
 
     LEADERBOARD_FIELDS = ("algorithm", "cv_value", "holdout_value", "baseline_value", "lift", "trials", "failed")
 
@@ -141,7 +143,8 @@ class MonthRecord:
                 "runs": self.runs, "champion": self.champion, "drift": self.drift, "window": self.window,
                 "leaderboard": [{k: getattr(e, k) for k in self.LEADERBOARD_FIELDS} for e in self.leaderboard],
                 "best": self.best, "comparisons": self.comparisons, "policy": self.policy,
-                "fit_seconds": self.fit_seconds, "duplicate_ids": self.duplicate_ids, "ablation": self.ablation}
+                "fit_seconds": self.fit_seconds, "duplicate_ids": self.duplicate_ids, "ablation": self.ablation,
+                "health": self.health, "alerts": self.alerts}
 
     @classmethod
     def from_json(cls, data: dict) -> MonthRecord:

@@ -11,6 +11,7 @@ from functools import partial
 
 from automl_tasks.data.months import describe_months
 from automl_tasks.formatting import number
+from automl_tasks.monitoring.health import Health
 from automl_tasks.registry import links, tracking
 from automl_tasks.registry.records import MonthRecord
 
@@ -79,6 +80,10 @@ def decision_markdown(name: str, version: str, mode: str, record: MonthRecord) -
         lines += ["", f"Warning: {dupes['ids']} ids appear on more than one row ({dupes['rows']} rows) in the "
                       "evaluated month; they count once per row in the metrics above."]
     lines += ["", _drift_line(record.drift)]
+    if record.health is not None:
+        lines += ["", f"Champion v{record.champion_version} on the month: {Health(**record.health).describe()}."]
+    for alert in record.alerts or []:
+        lines += ["", f"**Alert ({alert['kind']})**: {alert['message']}"]
     runs, experiment = record.runs, record.experiment_id
     labels = {"month": f"month run {record.month}", "monitor": "drift and champion (monitor run)",
               "tuning": "tuning run", "comparison": "comparison run"}
