@@ -88,6 +88,15 @@ def _waiting_approval(api, date: str) -> dict | None:
     return None
 
 
+def _wait_for_approval(api, proc, date: str, started: float, why) -> dict:
+    """The approval of the run at `date` once `proc` (run_dag) has parked it."""
+    while (detail := _waiting_approval(api, date)) is None:
+        assert proc.poll() is None, f"run_dag exited {proc.returncode} before asking anyone{why()}"
+        assert time.monotonic() - started < RUN_TIMEOUT_S, f"no approval task waiting{why()}"
+        time.sleep(3)
+    return detail
+
+
 def _ti_path(run_id: str, task_id: str, map_index: int = 0) -> str:
     return f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}"
 
@@ -134,13 +143,7 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
 
     try:
         # 1. The run parks the approval task and waits for a person.
-        detail = None
-        while detail is None:
-            assert proc.poll() is None, f"run_dag exited {proc.returncode} before asking anyone{why()}"
-            assert time.monotonic() - started < RUN_TIMEOUT_S, f"no approval task waiting{why()}"
-            detail = _waiting_approval(api, date)
-            if detail is None:
-                time.sleep(3)
+        detail = _wait_for_approval(api, proc, date, started, why)
         asked_after = time.monotonic() - started
         run_id = detail["task_instance"]["dag_run_id"]
         assert detail["options"] == ["Approve", "Reject"] and detail["multiple"] is False, detail
@@ -318,13 +321,7 @@ def test_an_unanswered_approval_is_rejected_when_it_times_out(api, dag_env, mlfl
         return f"\n--- run_dag stdout ---\n{_tail(out_path, 2000)}\n--- run_dag stderr ---\n{_tail(err_path)}"
 
     try:
-        started, detail = time.monotonic(), None
-        while detail is None:
-            assert proc.poll() is None, f"run_dag exited {proc.returncode} before asking anyone{why()}"
-            assert time.monotonic() - started < RUN_TIMEOUT_S, f"no approval task waiting{why()}"
-            detail = _waiting_approval(api, date)
-            if detail is None:
-                time.sleep(3)
+        detail = _wait_for_approval(api, proc, date, time.monotonic(), why)
         assert detail["defaults"] == ["Reject"], detail
         # dag.test() never resolves a parked task itself (it only waits): the scheduler's sweep does.
         swept = subprocess.run([sys.executable, "-c", SWEEP, DAG_ID, datetime.fromisoformat(date).isoformat()],

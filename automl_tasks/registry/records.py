@@ -94,8 +94,7 @@ class TuningResult:
 
     @classmethod
     def from_json(cls, data: dict) -> TuningResult:
-        known = _known(cls, data)
-        return cls(**{**known, "leaderboard": [LeaderboardEntry.from_json(e) for e in data["leaderboard"]]})
+        return _with_leaderboard(cls, data)
 
 
 @dataclass(frozen=True)
@@ -148,8 +147,12 @@ class MonthRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> MonthRecord:
-        known = _known(cls, data)
-        return cls(**{**known, "leaderboard": [LeaderboardEntry.from_json(e) for e in data["leaderboard"]]})
+        return _with_leaderboard(cls, data)
+
+
+def _with_leaderboard(cls, data: dict):
+    """`cls` (a record holding a leaderboard) from `data`, its entries as LeaderboardEntry."""
+    return cls(**{**_known(cls, data), "leaderboard": [LeaderboardEntry.from_json(e) for e in data["leaderboard"]]})
 
 
 @dataclass(frozen=True)
