@@ -21,6 +21,7 @@ from pathlib import Path
 import pendulum
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
+from champion_assets import CHAMPION_MOVES, champion_asset   # plugins/: what a promotion updates
 from month_runs import MonthRuns          # plugins/: run ids that name the month
 
 from automl_tasks.data import months     # standard library only: safe at parse time
@@ -167,16 +168,29 @@ def monthly_retrain():
             retries=0,                      # a person's answer, or the timeout's default: nothing to retry
         )
 
-        @task(map_index_template=LABEL)
-        def apply_decision(result: dict, answer: dict | None, ti=None) -> dict:
-            from automl_tasks.progress import stderr_as_info
-            from automl_tasks.registry import promotion, tracking
+        @task(map_index_template=LABEL, outlets=[CHAMPION_MOVES])
+        def apply_decision(result: dict, answer: dict | None, ti=None, outlet_events=None) -> dict:
+            from automl_tasks.registry import tracking
 
             tracking.configure()        # this task's process talks to the configured MLflow store
             _label(result["name"], result["month"])
             _show_links(ti, result)
             if answer is None:  # settled by the policy in evaluate
-                return {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
+                outcome = {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
+            else:
+                outcome = _apply_answer(result, answer)
+            version = result["decision"]["version"]
+            if outcome["status"] == "approved" and outcome["champion_after"] == version:
+                # The champion moved: schedule downstream work (scoring) on `automl://<model>/champion`.
+                outlet_events[CHAMPION_MOVES].add(champion_asset(result["name"]), extra={
+                    "model": result["name"], "version": version, "month": result["month"],
+                    "previous": result["champion_before"]})
+            return outcome
+
+        def _apply_answer(result: dict, answer: dict) -> dict:
+            from automl_tasks.progress import stderr_as_info
+            from automl_tasks.registry import promotion
+
             if answer.get("timed_out"):
                 hours = result["approval_timeout_hours"]
                 decided_by, reasons = "timeout", [f"nobody answered within {hours:g} h "

@@ -10,7 +10,8 @@ UI or the REST API of an api-server on the same metadata DB).
 
     python scripts/run_dag.py DAG_ID --date LOGICAL_DATE [--date ...] [--conf JSON] [--answer OPTION]
 
-Prints one `RESULT {json}` line per date: the run's state, every task's state and its tries.
+Prints one `RESULT {json}` line per date: the run's state, every task's state and its tries, and
+the asset events its tasks emitted.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ def answer_when_asked(dag_id: str, option: str, stop: threading.Event) -> None:
         time.sleep(1)
 
 
+def asset_events(dag_id: str, run_id: str) -> list[dict]:
+    """The asset events a run's tasks emitted: uri, extra."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_dag_id == dag_id,
+                                                  AssetEvent.source_run_id == run_id).all()
+        return [{"uri": e.asset.uri, "extra": e.extra} for e in events]
+
+
 def main() -> None:
     import warnings
 
@@ -79,7 +91,8 @@ def main() -> None:
         states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
         tries = {f"{ti.task_id}[{ti.map_index}]": ti.try_number for ti in tis}
         print("RESULT " + json.dumps({"logical_date": date, "state": str(run.state), "tasks": states,
-                                      "tries": tries}), flush=True)
+                                      "tries": tries, "asset_events": asset_events(dag.dag_id, run.run_id)}),
+              flush=True)
     stop.set()
 
 

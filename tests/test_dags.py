@@ -30,7 +30,7 @@ def test_dag_files_parse_without_heavy_imports(airflow_env):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     dag_ids, heavy = (json.loads(line.replace("'", '"')) for line in out.stdout.strip().splitlines()[-2:])
-    assert "monthly_retrain" in dag_ids
+    assert {"monthly_retrain", "score_new_champion"} <= set(dag_ids)
     assert heavy == []
 
 
@@ -61,6 +61,13 @@ def test_monthly_dag_backfills_months_in_auto_mode_with_develop_vs_master(airflo
     assert all(r.data.tags["automl.dag_run_id"].startswith("manual__") for r in months)
     first = promotion.decision_history("dag_monthly")[0]
     assert first.month == "2017-10" and first.status == "approved" and first.decided_by == "policy:auto"
+    # A month whose decision moved `champion` emits the model's champion asset event, no other month.
+    decisions = {d.month: d for d in promotion.decision_history("dag_monthly")}
+    for result, month in zip(results, ("2017-10", "2017-11")):
+        d = decisions[month]
+        moved = [{"uri": "automl://dag_monthly/champion", "extra": {
+            "model": "dag_monthly", "version": d.version, "month": month, "previous": d.champion_before}}]
+        assert result["asset_events"] == (moved if d.status == "approved" else []), (month, d.status, result)
     branch_runs = client.search_runs([experiment], "tags.`automl.compare` = 'develop_vs_master'")
     assert sorted(r.data.tags["automl.month"] for r in branch_runs) == ["2017-10", "2017-11"]
     assert {r.data.tags["automl.develop_commit"] for r in branch_runs} == {commits["develop"]}
