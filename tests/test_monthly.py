@@ -60,6 +60,16 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
         f"monthly_test 2017-11: v{version} waits for approval (rejected by default after 72 h)"]
     month_run = client.get_run(second["decision"]["evidence_run_id"])
     assert month_run.info.run_id == second["runs"]["month"]
+    # The UI opens the experiment on its runs; the month run lists its window and holdout as datasets.
+    experiment_tags = client.get_experiment(month_run.info.experiment_id).tags
+    assert experiment_tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {i.tags[0].value: i.dataset for i in month_run.inputs.dataset_inputs}
+    assert {context: d.name for context, d in inputs.items()} == {
+        "training": "monthly_test 2017-07..2017-10", "holdout": "monthly_test 2017-11"}
+    assert inputs["training"].digest != inputs["holdout"].digest
+    assert all(str(demo_dir / "loans") in d.source for d in inputs.values())
+    tuning_inputs = client.get_run(second["runs"]["tuning"]).inputs.dataset_inputs
+    assert {(i.dataset.name, i.dataset.digest) for i in tuning_inputs} == {(d.name, d.digest) for d in inputs.values()}
     assert month_run.data.tags["automl.kind"] == "decision" and month_run.data.tags["automl.month"] == "2017-11"
     side_by_side = month_run.data.metrics
     assert {"champion_areaUnderROC", "xgboost_holdout_areaUnderROC", "lightgbm_holdout_areaUnderROC",

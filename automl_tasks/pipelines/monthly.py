@@ -93,6 +93,7 @@ def _run_claimed(ctx: MonthContext, mode: str) -> dict:
         ctx.lap("ablation")
         with mlflow.start_run(run_id=earlier.info.run_id if earlier else None, experiment_id=ctx.experiment,
                               run_name=f"monthly-{month}", tags=tags) as run:
+            tracking.log_window_inputs(spec, ctx.prepared.window, ctx.prepared.fingerprint)
             record = dataclasses.replace(_evaluate(ctx, tags, run.info.run_id), ablation=study)
             mlflow.log_dict(record.to_json(), RECORD_ARTIFACT)   # last: the month's evaluation is complete
     result = _decide(ctx, mode, record)

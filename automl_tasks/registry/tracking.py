@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from automl_tasks import config
+from automl_tasks.data.months import describe_months
 from automl_tasks.registry import links
 from automl_tasks.spec import ModelSpec
 
@@ -91,15 +92,44 @@ def client():
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# MLflow's UI opens an experiment on the page its kind names (unset: the GenAI overview, in 3.17).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(mlflow_client, spec: ModelSpec, purpose: str) -> str:
-    """`<model>/<purpose>`, created on first use (artifacts under AUTOML_HOME for a local store)."""
+    """`<model>/<purpose>`, created on first use (artifacts under AUTOML_HOME for a local store);
+    marked as model training so the UI opens it on its runs."""
     name = f"{spec.name}/{purpose}"
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
+        if not EXPERIMENT_KIND.items() <= found.tags.items():   # made before the kind was set
+            for key, value in EXPERIMENT_KIND.items():
+                mlflow_client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     root = config.local_artifact_root()
     location = (root / name).as_uri() if root is not None else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+
+
+def log_window_inputs(spec: ModelSpec, window, fingerprint: str) -> None:
+    """The training window and the holdout as MLflow datasets of the active run, for the runs
+    table's Dataset column and filter: metadata only (the source, the months as the name, a digest
+    of the data fingerprint and the months), never the rows."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        # MLflow 3.17 registers its local-path source class twice and warns that a path is ambiguous.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        source = resolve_dataset_source(spec.data.source)
+    for context, months in (("training", window.train), ("holdout", window.holdout_months)):
+        if months:
+            digest = hashlib.sha256(f"{fingerprint}:{','.join(months)}".encode()).hexdigest()[:10]
+            dataset = MetaDataset(source, name=f"{spec.name} {describe_months(months)}", digest=digest)
+            mlflow.log_input(dataset, context=context)
 
 
 def run_tags(spec: ModelSpec, kind: str, month: str | None, fingerprint: str | None,

@@ -154,6 +154,7 @@ def _run(ctx: TuningRun) -> TuningResult:
     mlflow.set_tag("automl.training_reason", ctx.decision.reason[:tracking.MAX_TAG])
     mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
     mlflow.log_dict(prepared.row_counts, "row_counts.json")
+    tracking.log_window_inputs(spec, prepared.window, prepared.fingerprint)
     for algorithm in chosen:
         algo = spec.algorithms[algorithm]
         dims = spaces.parse_space(algorithm, algo.space)
