@@ -97,7 +97,7 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
             tracking.clear_attempt(client, experiment, resume)
         try:
             ctx = TuningRun(spark=spark, spec=spec, month=month, chosen=tuple(chosen), prepared=prepared,
-                            folds=folds, staged=staged, slots=slots, client=client, experiment=experiment,
+                            staged=staged, slots=slots, client=client, experiment=experiment,
                             run_id=run.info.run_id, tags=tags, progress=progress, warm_start=warm_start or {},
                             deadline=deadline, decision=decision, n_rows=n_rows, n_folds=n_folds,
                             purpose=purpose, threads=int(os.environ.get("AUTOML_THREADS_PER_TASK", "1")))
@@ -106,8 +106,7 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
             client.set_tag(run.info.run_id, "automl.error", f"{type(exc).__name__}: {exc}"[:tracking.MAX_TAG])
             raise
         finally:
-            if data_parallel.is_window(staged):
-                staged.release()
+            staged.release()
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,6 @@ class TuningRun:
     month: str | None
     chosen: tuple[str, ...]             # the algorithms, in order
     prepared: Prepared
-    folds: object                       # the per-trial path's folds; None on the data-parallel path
     staged: object                      # what the trials fit on (staged folds, or the Spark window)
     slots: int
     client: object                      # MlflowClient

@@ -4,7 +4,7 @@ The tuning engine hands every algorithm the same encoded matrix (numeric feature
 floats, categorical features as integer codes). A Spark ML model cannot be fitted
 inside an executor (it needs the driver's SparkSession), so these algorithms fit on
 the driver, data-parallel on the cluster, one (trial, fold) after the other
-(`fits_on_driver`: `tuning.runner.run_wave` dispatches on it).
+(`fits_on_driver`: `fitting.on_driver` dispatches on it).
 
 Per algorithm and task:
   spark_linear         LogisticRegression (binary, multiclass) | LinearRegression
