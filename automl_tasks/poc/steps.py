@@ -181,7 +181,7 @@ def segment_study(ctx: PocContext, tuned: TuningResult, oofs: dict) -> dict | No
         progress(f"segments: not compared: {reason}")
         return {"column": spec.segment, "advice": f"not compared: {reason}", "segments": [], "recommended": []}
     ctx = seg.segment_context(booster.algorithm, spec.task, booster.params, prepared, spec.seed)
-    progress(f"segments: {n_segments} {booster['algorithm']} models on Spark, each against the global "
+    progress(f"segments: {n_segments} {booster.algorithm} models on Spark, each against the global "
              f"{best} model on its held-out rows")
     per_segment, errors = seg.segment_predictions(spark, folds, labels, ctx)
     global_oof = oofs[best]
