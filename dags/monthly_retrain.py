@@ -79,6 +79,27 @@ def _show_links(ti, result: dict) -> None:
     ti.xcom_push(links.XCOM_KEY, links.monthly_links(result))
 
 
+def _apply_answer(result: dict, answer: dict) -> dict:
+    """Record the person's answer, or the timeout's default, as the version's decision."""
+    from automl_tasks.progress import stderr_as_info
+    from automl_tasks.registry import promotion
+
+    if answer.get("timed_out"):
+        hours = result["approval_timeout_hours"]
+        decided_by, reasons = "timeout", [f"nobody answered within {hours:g} h "
+                                          "(promotion.approval_timeout_hours): rejected by "
+                                          "default, the champion stays"]
+    else:
+        who = answer.get("responded_by_user") or {}
+        person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
+        decided_by, reasons = f"user:{person or 'unknown'}", None
+    with stderr_as_info():
+        decision = promotion.decide(result["name"], result["decision"]["version"],
+                                    approve=answer["chosen_options"] == [APPROVE],
+                                    decided_by=decided_by, reasons=reasons)
+    return {"status": decision.status, "champion_after": decision.champion_after}
+
+
 class ChallengerApproval(HITLOperator):
     """Asks a person only when the month's decision waits for one (manual mode, pending), for
     at most the spec's `promotion.approval_timeout_hours`; then the default, Reject, applies.
@@ -186,25 +207,6 @@ def monthly_retrain():
                     "model": result["name"], "version": version, "month": result["month"],
                     "previous": result["champion_before"]})
             return outcome
-
-        def _apply_answer(result: dict, answer: dict) -> dict:
-            from automl_tasks.progress import stderr_as_info
-            from automl_tasks.registry import promotion
-
-            if answer.get("timed_out"):
-                hours = result["approval_timeout_hours"]
-                decided_by, reasons = "timeout", [f"nobody answered within {hours:g} h "
-                                                  "(promotion.approval_timeout_hours): rejected by "
-                                                  "default, the champion stays"]
-            else:
-                who = answer.get("responded_by_user") or {}
-                person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
-                decided_by, reasons = f"user:{person or 'unknown'}", None
-            with stderr_as_info():
-                decision = promotion.decide(result["name"], result["decision"]["version"],
-                                            approve=answer["chosen_options"] == [APPROVE],
-                                            decided_by=decided_by, reasons=reasons)
-            return {"status": decision.status, "champion_after": decision.champion_after}
 
         @task(map_index_template=LABEL, **SPARK_TASK)
         def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
