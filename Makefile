@@ -70,6 +70,8 @@ demo: install
 	  --table $(DEMO_DATA)/bureau.parquet --on id 2> $(DEMO_LOG:.log=-ablation.log) \
 	  || { tail -30 $(DEMO_LOG:.log=-ablation.log); exit 1; }
 	@echo
+	@$(BIN)/automl-tasks history --model loan_default --aliases
+	@echo
 	@echo "Results are in the MLflow store under $(AUTOML_HOME) (experiment loan_default/monthly:"
 	@echo "one run per month with the decision summary, monitor/tuning/comparison runs inside it)."
 	@echo "Open the UI with:"

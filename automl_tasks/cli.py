@@ -55,17 +55,22 @@ def _cmd_decisions(args) -> dict:
     return {"model": args.model, "champion": promotion.current_champion(args.model), "decisions": history}
 
 
-def _cmd_decide(args) -> dict:
-    """A person's answer to a pending decision, with the same checks as the Airflow approval."""
+def _login() -> str:
+    """The login of the person running the CLI: decisions record them as `user:<login>`."""
     import getpass
 
+    return getpass.getuser()
+
+
+def _cmd_decide(args) -> dict:
+    """A person's answer to a pending decision, with the same checks as the Airflow approval."""
     from automl_tasks.errors import AutomlError
     from automl_tasks.registry import promotion
 
     if not args.reason.strip():
         raise AutomlError("--reason must say why (it is recorded with the decision)")
     promotion.require_model(args.model)
-    user = getpass.getuser()
+    user = _login()
     decision = promotion.decide(args.model, args.version, approve=args.approve, decided_by=f"user:{user}",
                                 reasons=[f"{user} (CLI): {args.reason.strip()}"])
     return {**decision.to_json(), "champion": promotion.current_champion(args.model)}
@@ -76,12 +81,37 @@ def _show_decide(result: dict) -> None:
           f"{result['decided_by']}; champion: v{result['champion']}")
 
 
-def _cmd_history(args) -> dict:
-    from automl_tasks.pipelines.month_runs import history
+def _cmd_rollback(args) -> dict:
+    """Move `champion` back to an earlier champion, only from the one named (or read) as current."""
+    from automl_tasks.errors import AutomlError
+    from automl_tasks.registry import promotion, rollback
 
-    from automl_tasks.registry.promotion import require_model
+    if not args.reason.strip():
+        raise AutomlError("--reason must say why (it is recorded with the rollback)")
+    promotion.require_model(args.model)
+    user = _login()
+    current = args.from_version or promotion.current_champion(args.model)
+    record = rollback.rollback(args.model, args.to, expected_current=current, decided_by=f"user:{user}",
+                               reason=f"{user} (CLI): {args.reason.strip()}")
+    return {**record.to_json(), "champion": promotion.current_champion(args.model)}
+
+
+def _show_rollback(result: dict) -> None:
+    print(f"{result['model']} champion: v{result['champion_before']} -> v{result['champion_after']} "
+          f"({result['status']} by {result['decided_by']}); champion now: v{result['champion']}")
+
+
+def _cmd_history(args) -> dict:
+    from automl_tasks.registry.promotion import current_champion, require_model
 
     require_model(args.model)
+    if args.aliases:      # the alias ledger instead of the month table
+        from automl_tasks.registry.ledger import alias_ledger
+
+        return {"model": args.model, "champion": current_champion(args.model),
+                "aliases": [row.to_json() for row in alias_ledger(args.model)]}
+    from automl_tasks.pipelines.month_runs import history
+
     rows = history(args.model)
     return {"model": args.model, "metric": rows[0]["metric"] if rows else None, "months": rows}
 
@@ -105,6 +135,12 @@ def _show_ablation(result: dict) -> None:
 
 
 def _show_history(result: dict) -> None:
+    if "aliases" in result:
+        from automl_tasks.registry.ledger import AliasMove, format_ledger
+
+        print(f"alias ledger of {result['model']} (every move of `champion`, and refused rollbacks):")
+        print(format_ledger([AliasMove(**row) for row in result["aliases"]], result["champion"]))
+        return
     from automl_tasks.pipelines.month_runs import format_history
 
     print(format_history(result["months"], result["metric"] or "metric"))
@@ -263,8 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--json", action="store_true")
     decide.set_defaults(run=_cmd_decide, show=_show_decide)
 
-    hist = sub.add_parser("history", help="month by month: champion score, drift, challenger, decision")
+    rollback = sub.add_parser("rollback", help="move champion back to an earlier champion (refused, and "
+                                               "recorded, if the champion is not the one you saw)")
+    rollback.add_argument("--model", required=True, help="registered model name (the spec's name)")
+    rollback.add_argument("--to", required=True, metavar="VERSION", help="the earlier champion to restore")
+    rollback.add_argument("--from", dest="from_version", metavar="VERSION",
+                          help="the champion you are replacing (default: the champion when the command starts)")
+    rollback.add_argument("--reason", required=True, help="why (recorded with your user name)")
+    rollback.add_argument("--json", action="store_true")
+    rollback.set_defaults(run=_cmd_rollback, show=_show_rollback)
+
+    hist = sub.add_parser("history", help="month by month: champion score, drift, challenger, decision; "
+                                          "--aliases: every move of champion")
     hist.add_argument("--model", required=True, help="registered model name (the spec's name)")
+    hist.add_argument("--aliases", action="store_true",
+                      help="print the alias ledger instead of the month table: every champion move and "
+                           "refused rollback, with who, when, from, to and why")
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(run=_cmd_history, show=_show_history)
 

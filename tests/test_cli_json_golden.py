@@ -1,6 +1,6 @@
 """The CLI's --json records, field by field, against the output captured before the typed records
 (issue 18, item 4): tune, monthly (a first champion, then a pending challenger), decisions,
-decide and history on one small case.
+decide and history on one small case; then rollback and history --aliases (issue 15 item 6).
 
 `tests/golden/cli_json.json` holds that "before" output. Fields whose values differ from run
 to run (run ids, timestamps, durations, paths, the tracking server's address) are listed in
@@ -113,6 +113,9 @@ def test_cli_json_outputs_match_the_golden_record(demo_dir, spark, tracking, cap
                              outputs["monthly_pending"]["decision"]["version"], "--approve",
                              "--reason", "golden test")
     outputs["history"] = _cli(capsys, "history", "--model", "golden_json")
+    outputs["rollback"] = _cli(capsys, "rollback", "--model", "golden_json", "--to", "1",
+                               "--reason", "golden rollback")
+    outputs["history_aliases"] = _cli(capsys, "history", "--model", "golden_json", "--aliases")
     # The decide record names the user running the tests: the same in every field that does.
     user = outputs["decide"]["decided_by"]
     outputs = json.loads(json.dumps(outputs).replace(json.dumps(user)[1:-1], "user:<login>")

@@ -27,10 +27,10 @@ alias has moved but the record still says pending. A retry of the same outcome s
 request it made, takes `champion_before` from the tag and does not move the alias again.
 Rejecting such a half-approved version raises, because it would leave a rejected champion.
 
-`open_decision` and `decide` run one at a time per model, whoever calls them (two
-deployments, a person and a policy): see `_claim`. So of two approvals racing for one
-model, one moves `champion`, and the other finds the champion it was measured against
-gone and ends `superseded`.
+`open_decision`, `decide` and a rollback (registry/rollback.py) run one at a time per model,
+whoever calls them (two deployments, a person and a policy): see `_claim`. So of two
+approvals racing for one model, one moves `champion`, and the other finds the champion it
+was measured against gone and ends `superseded`.
 
 Size: one module, over 400 lines, because the write order above is one protocol across
 `open_decision`, `decide` and the tag encoding; split, each piece would be wrong alone.
@@ -50,7 +50,10 @@ from automl_tasks.registry.tracking import MAX_TAG, client
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 INSUFFICIENT_EVIDENCE = "insufficient_evidence"   # closed by the policy: too few rows to decide on
-STATUSES = ("pending", "approved", "rejected", "superseded", INSUFFICIENT_EVIDENCE)
+# A rollback's record (registry/rollback.py) is a Decision too, with one of these statuses.
+ROLLED_BACK, ROLLBACK_REFUSED, ROLLBACK_REQUESTED = "rolled_back", "rollback_refused", "rollback_requested"
+STATUSES = ("pending", "approved", "rejected", "superseded", INSUFFICIENT_EVIDENCE,
+            ROLLED_BACK, ROLLBACK_REFUSED, ROLLBACK_REQUESTED)
 SETTLED = ("approved", "rejected", INSUFFICIENT_EVIDENCE)   # decided on this version's own evidence
 
 PREFIX = "automl.decision."

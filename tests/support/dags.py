@@ -17,11 +17,15 @@ def dag_env(airflow_env: dict[str, str], tracking: str, **settings: str) -> dict
             "SPARK_MASTER": "local[2]", **settings}
 
 
-def run_dag(dag_id: str, dates: list[str], conf: dict, env: dict[str, str], timeout_s: float = 1500) -> list[dict]:
-    """One dag.test() run per logical date, in one process; the RESULT line of each (state, tasks)."""
+def run_dag(dag_id: str, dates: list[str], conf: dict, env: dict[str, str], timeout_s: float = 1500,
+            answer: str | None = None) -> list[dict]:
+    """One dag.test() run per logical date, in one process; the RESULT line of each (state, tasks).
+    `answer`: the option a person picks in every human-in-the-loop task (run_dag.py --answer)."""
     args = [sys.executable, str(ROOT / "scripts" / "run_dag.py"), dag_id]
     for date in dates:
         args += ["--date", date]
+    if answer is not None:
+        args += ["--answer", answer]
     out = subprocess.run([*args, "--conf", json.dumps(conf)], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=timeout_s)
     assert out.returncode == 0, out.stderr[-4000:]
