@@ -64,7 +64,7 @@ SPEC_TEMPLATE = BENCH / "spec.yaml"
 SRC = ROOT            # the library measured: this work tree, or a `git archive` of --ref
 START, N_MONTHS, TRAIN_MONTHS = "2017-01", 8, 6
 FIRST_MONTH, MONTH = "2017-07", "2017-08"     # unmeasured (makes the champion), measured
-STEPS = ("checks", "monitor", "tuning", "compare", "decision")
+STEPS = ("check", "ablation", "monitor", "tune", "compare", "decide")   # steps.STEPS
 SECTION = "## Monthly job (bench/monthly.py)"
 AUTO_START, AUTO_END = "<!-- monthly.py:auto:start -->", "<!-- monthly.py:auto:end -->"
 HEAVY = ("pyspark", "mlflow", "xgboost", "lightgbm", "evidently", "pandas", "numpy", "sklearn")
@@ -91,13 +91,13 @@ bench_trivial()
 # attribute holding the same function object gets the wrapper, so names imported with
 # `from x import f` are covered. Spans nest: a span's path is its callers' spans + itself.
 SPANS = [
-    ("automl_tasks.pipelines.monthly", "load_champion"),
-    ("automl_tasks.pipelines.monthly", "load_run_model"),
-    ("automl_tasks.pipelines.monthly", "check_schema"),
-    ("automl_tasks.pipelines.monthly", "holdout_rows"),
-    ("automl_tasks.pipelines.monthly", "champion_trend"),
-    ("automl_tasks.pipelines.monthly", "find_or_tune"),
-    ("automl_tasks.pipelines.monthly", "compare_models"),
+    ("automl_tasks.pipelines.month_runs", "load_champion"),
+    ("automl_tasks.pipelines.monthly.evaluation", "load_run_model"),
+    ("automl_tasks.pipelines.holdout", "check_schema"),
+    ("automl_tasks.pipelines.monthly.evaluation", "holdout_rows"),
+    ("automl_tasks.pipelines.monthly.evaluation", "champion_trend"),
+    ("automl_tasks.pipelines.month_runs", "find_or_tune"),
+    ("automl_tasks.pipelines.monthly.evaluation", "compare_models"),
     ("automl_tasks.registry.champion", "ScoredModel.predict"),
     ("automl_tasks.data.prepare", "prepare"),
     ("automl_tasks.data.prepare", "load_frame"),
@@ -377,7 +377,7 @@ def child_month(spec_path: str, month: str, out_path: str) -> None:
     monthly.Stopwatch.lap = lap
     spec = load_spec(spec_path)
     cpu_before = sampler.cpu_seconds()
-    sampler.step = "checks"
+    sampler.step = "check"
     called = time.perf_counter()
     result = monthly.run_monthly(spec, month, promotion_mode="auto", spark=spark)
     wall = time.perf_counter() - called
@@ -385,7 +385,7 @@ def child_month(spec_path: str, month: str, out_path: str) -> None:
     sampler.sample()
     sampler.stop_event.set()
     cpu = sum(v - cpu_before.get(pid, 0.0) for pid, v in cpu_after.items())
-    boundaries = [("checks", called)] + [(s, t) for s, t in laps]
+    boundaries = [("check", called)] + [(s, t) for s, t in laps]
     out = {
         "month": month, "slots": slots, "master": spark.sparkContext.master,
         "library": str(Path(monthly.__file__).resolve().parents[2]),
@@ -592,7 +592,7 @@ def bench_size(work: Path, rows: int, repeats: int, pycache: Path, progress, max
 def derived(run: dict) -> dict:
     fit, slots, total = run["fit_seconds"], run["slots"], run["timings"]["total"]
     fit_wall = (fit["trials"] + fit["baselines"]) / slots + fit["refits"]
-    tuning_spans = run["spans"].get("tuning", {})
+    tuning_spans = run["spans"].get("tune", {})
     waves = sum(v["s"] for p, v in tuning_spans.items() if p.endswith("/run_wave"))
     task_wall = (fit["trials"] + fit["baselines"]) / slots
     process_total = run["import_s"] + run["spark_start_s"] + total

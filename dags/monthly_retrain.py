@@ -1,7 +1,10 @@
 """monthly_retrain: every month, for each model spec, monitor the champion, retrain, compare, decide.
 
-Thin wiring only: every step is a call into automl_tasks (the same calls as
-`automl-tasks monthly`); tasks pass spec paths, months and MLflow run ids, never data.
+Thin wiring only: one task per step of the library's monthly job (`pipelines.monthly.steps`,
+the same list `automl-tasks monthly` runs in one process): check, ablation, monitor, tune,
+compare, decide, then the approval and apply. Tasks pass the month's small state (spec path,
+month, MLflow run ids), never data; a failed step is retried alone, and only the steps that
+need Spark start it.
 The month is the logical one (the run's data interval), so a backfill (catchup)
 builds the history month by month, and a re-run month reuses its MLflow runs.
 
@@ -13,7 +16,6 @@ unanswered by then, the scheduler applies the default answer, Reject (`decided_b
 
 from __future__ import annotations
 
-import contextlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +23,9 @@ from pathlib import Path
 import pendulum
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
+from automl_notify import notify_alerts, on_step_failure      # plugins/: mail and Slack (docs/notifications.md)
 from champion_assets import CHAMPION_MOVES, champion_asset   # plugins/: what a promotion updates
+from dag_helpers import fail_at_once, respondent, retry_settings
 from month_runs import MonthRuns          # plugins/: run ids that name the month
 
 from automl_tasks.data import months     # standard library only: safe at parse time
@@ -31,17 +35,18 @@ SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the spec
 # The first month a backfill (catchup) builds; a deployment sets it to where its history starts.
 FIRST_MONTH = months.Month.parse(os.environ.get("AUTOML_FIRST_MONTH", "2018-01"), "AUTOML_FIRST_MONTH")
 APPROVE, REJECT = "Approve", "Reject"
-EVALUATE = "per_spec.evaluate"
+DECIDE = "per_spec.decide"          # its XCom: the month's result, what the approval shows
+APPROVAL = "per_spec.approve_challenger"
 
-# Operations (a deployment sets them in the environment: docs/operations.md). Retries are for
-# what is transient (Spark, MLflow, the network); bad input fails at once (`_no_retry_on_bad_input`).
-RETRIES = int(os.environ.get("AUTOML_TASK_RETRIES", "2"))
-RETRY_DELAY = timedelta(minutes=float(os.environ.get("AUTOML_RETRY_DELAY_MINUTES", "5")))
-MONTH_TIMEOUT = timedelta(hours=float(os.environ.get("AUTOML_MONTH_TIMEOUT_HOURS", "6")))
-# The pool of the tasks that start a Spark driver; its size caps the drivers across all runs.
+# Operations (a deployment sets them in the environment: docs/operations.md); retries:
+# dag_helpers.retry_settings. execution_timeout: the tuning (and a spec's ablation) fit models;
+# the other steps read, score and log.
+TUNE_TIMEOUT = timedelta(hours=float(os.environ.get("AUTOML_TUNE_TIMEOUT_HOURS", "6")))
+STEP_TIMEOUT = timedelta(hours=float(os.environ.get("AUTOML_STEP_TIMEOUT_HOURS", "1")))
+# The pool of the tasks that may start a Spark driver; its size caps the drivers across all runs.
 SPARK_POOL = os.environ.get("AUTOML_SPARK_POOL", "default_pool")
-SPARK_TASK = {"pool": SPARK_POOL, "execution_timeout": MONTH_TIMEOUT,
-              "max_active_tis_per_dagrun": 1}   # one spec's month at a time in a run: one driver
+SPARK_TASK = {"pool": SPARK_POOL, "max_active_tis_per_dagrun": 1}   # one spec's step at a time in a run
+LONG_STEPS = ("ablation", "tune")
 
 
 def _month(params, data_interval_start) -> str:
@@ -58,18 +63,11 @@ def _label(name: str, month: str) -> None:
     get_current_context()["automl_label"] = f"{name} {month}"
 
 
-@contextlib.contextmanager
 def _no_retry_on_bad_input():
-    """A DataError or SpecError is the input's fault: retrying cannot fix it, so the task fails
-    at once with the library's message instead of waiting for its retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """A DataError or SpecError is the input's fault: retrying cannot fix it."""
     from automl_tasks.errors import DataError, SpecError
 
-    try:
-        yield
-    except (DataError, SpecError) as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    return fail_at_once(DataError, SpecError)
 
 
 def _show_links(ti, result: dict) -> None:
@@ -90,9 +88,7 @@ def _apply_answer(result: dict, answer: dict) -> dict:
                                           "(promotion.approval_timeout_hours): rejected by "
                                           "default, the champion stays"]
     else:
-        who = answer.get("responded_by_user") or {}
-        person = who.get("name") or who.get("id") if isinstance(who, dict) else str(who)
-        decided_by, reasons = f"user:{person or 'unknown'}", None
+        decided_by, reasons = f"user:{respondent(answer)}", None
     with stderr_as_info():
         decision = promotion.decide(result["name"], result["decision"]["version"],
                                     approve=answer["chosen_options"] == [APPROVE],
@@ -110,7 +106,7 @@ class ChallengerApproval(HITLOperator):
 
     def execute(self, context):
         ti = context["ti"]
-        result = ti.xcom_pull(task_ids=EVALUATE, map_indexes=ti.map_index)
+        result = ti.xcom_pull(task_ids=DECIDE, map_indexes=ti.map_index)
         _show_links(ti, result)
         if result["mode"] != "manual" or result["decision"]["status"] != "pending":
             self.log.info("decision %s by policy: nobody to ask", result["decision"]["status"])
@@ -124,6 +120,72 @@ class ChallengerApproval(HITLOperator):
         return {**super().execute_complete(context, event), "timed_out": bool(event.get("timedout"))}
 
 
+STEP_NAMES = ("check", "ablation", "monitor", "tune", "compare", "decide")   # steps.STEPS, by name
+
+
+def _run_step(name: str, state: dict) -> dict:
+    """One step of the library's monthly job in this task's process (and its Spark, if it needs one)."""
+    from automl_tasks.pipelines.monthly import steps
+    from automl_tasks.progress import stderr_as_info
+    from automl_tasks.registry import tracking
+
+    tracking.configure()        # this task's process talks to the configured MLflow store
+    _label(state["name"], state["month"])
+    with _no_retry_on_bad_input(), stderr_as_info():
+        return getattr(steps, name)(state, steps.context(state))
+
+
+def _step_task(name: str):
+    """The task of a step between check and decide: it takes the state and returns it, extended."""
+    timeout = TUNE_TIMEOUT if name in LONG_STEPS else STEP_TIMEOUT
+
+    @task(task_id=name, map_index_template=LABEL, execution_timeout=timeout, **SPARK_TASK)
+    def step(state: dict, ti=None) -> dict:
+        state = _run_step(name, state)
+        _show_month_run(ti, state)
+        return state
+
+    return step
+
+
+@task(map_index_template=LABEL, execution_timeout=STEP_TIMEOUT, **SPARK_TASK)
+def check(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
+    """The month's state from the spec and the run's month, then every data check."""
+    from automl_tasks.pipelines.monthly import steps
+    from automl_tasks.spec import load_spec
+
+    month = _month(params, data_interval_start)
+    with _no_retry_on_bad_input():
+        spec = load_spec(spec_path)
+    _label(spec.name, month)
+    state = _run_step("check", steps.start(spec, month, mode=params.get("promotion"), dag_run_id=run_id))
+    _show_month_run(ti, state)
+    return state
+
+
+@task(map_index_template=LABEL, execution_timeout=STEP_TIMEOUT)
+def decide(state: dict, ti=None) -> dict:
+    """The decision (no Spark): what the approval asks about, and what apply_decision applies."""
+    from automl_tasks.spec import load_spec
+
+    state = _run_step("decide", state)
+    promotion = load_spec(state["spec"]).promotion
+    result = {"name": state["name"], "mode": state["mode"],
+              "approval_timeout_hours": promotion.approval_timeout_hours, **state["result"]}
+    _show_links(ti, result)
+    # degraded, drift, approval_waiting: each a message through the deployment's channels.
+    notify_alerts(result, get_current_context(), approval_task_id=APPROVAL)
+    return result
+
+
+def _show_month_run(ti, state: dict) -> None:
+    """The step's "MLflow run" button: the month run (plugins/mlflow_links.py)."""
+    from automl_tasks.registry import links
+
+    if state["runs"].get("month"):
+        ti.xcom_push(links.XCOM_KEY, links.task_links(state["runs"]["month"]))
+
+
 @dag(
     dag_id="monthly_retrain",
     # Data-interval semantics: the run that starts on Feb 1 covers January, whose data is complete.
@@ -131,7 +193,8 @@ class ChallengerApproval(HITLOperator):
     start_date=pendulum.datetime(FIRST_MONTH.year, FIRST_MONTH.month, 1, tz="UTC"),
     catchup=True,
     max_active_runs=1,            # months in order: each month's champion is the previous decision's
-    default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY},
+    # A step's last failed try is a `failed` notification (AUTOML_NOTIFY: docs/notifications.md).
+    default_args={**retry_settings(), "on_failure_callback": on_step_failure},
     tags=["automl", "monthly"],
     params={
         "spec": Param(None, type=["null", "string"],
@@ -156,27 +219,11 @@ def monthly_retrain():
 
     @task_group
     def per_spec(spec_path: str):
-        @task(map_index_template=LABEL, **SPARK_TASK)
-        def evaluate(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
-            from automl_tasks.pipelines.monthly import run_monthly
-            from automl_tasks.progress import stderr_as_info
-            from automl_tasks.registry import tracking
-            from automl_tasks.spec import load_spec
-
-            tracking.configure()        # this task's process talks to the configured MLflow store
-            month = _month(params, data_interval_start)
-            with _no_retry_on_bad_input():
-                spec = load_spec(spec_path)
-                _label(spec.name, month)
-                with stderr_as_info():
-                    summary = run_monthly(spec, month, promotion_mode=params.get("promotion"), dag_run_id=run_id)
-            result = {"name": spec.name, "mode": params.get("promotion") or spec.promotion.mode,
-                      "approval_timeout_hours": spec.promotion.approval_timeout_hours, **summary}
-            _show_links(ti, result)
-            return result
-
-        result = evaluate(spec_path)
-        pull = f"ti.xcom_pull(task_ids='{EVALUATE}', map_indexes=ti.map_index)"
+        state = check(spec_path)
+        for name in STEP_NAMES[1:-1]:
+            state = _step_task(name)(state)
+        result = decide(state)
+        pull = f"ti.xcom_pull(task_ids='{DECIDE}', map_indexes=ti.map_index)"
         approval = ChallengerApproval(
             task_id="approve_challenger",
             subject=(f"Promote {{{{ {pull}['name'] }}}} v{{{{ {pull}['decision']['version'] }}}} "
@@ -196,7 +243,7 @@ def monthly_retrain():
             tracking.configure()        # this task's process talks to the configured MLflow store
             _label(result["name"], result["month"])
             _show_links(ti, result)
-            if answer is None:  # settled by the policy in evaluate
+            if answer is None:  # settled by the policy in decide
                 outcome = {"status": result["decision"]["status"], "champion_after": result["champion_after"]}
             else:
                 outcome = _apply_answer(result, answer)
@@ -208,7 +255,7 @@ def monthly_retrain():
                     "previous": result["champion_before"]})
             return outcome
 
-        @task(map_index_template=LABEL, **SPARK_TASK)
+        @task(map_index_template=LABEL, execution_timeout=TUNE_TIMEOUT, **SPARK_TASK)
         def compare_refs(spec_path: str, params=None, data_interval_start=None, run_id=None, ti=None) -> dict:
             """Develop vs master: the spec as on two git refs, trained and compared on the month."""
             from airflow.sdk.exceptions import AirflowSkipException

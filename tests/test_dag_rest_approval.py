@@ -36,7 +36,8 @@ from tests.support.specs import spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "monthly_retrain"
-EVALUATE, APPROVAL, APPLY = "per_spec.evaluate", "per_spec.approve_challenger", "per_spec.apply_decision"
+CHECK, DECIDE = "per_spec.check", "per_spec.decide"     # the month run is made by check; decide shows the links
+APPROVAL, APPLY = "per_spec.approve_challenger", "per_spec.apply_decision"
 MODEL = "dag_rest"               # its own registered model: the MLflow server is shared by the session
 RUN_TIMEOUT_S = 1800             # one DAG run is ~2 min on an idle 2-core machine; shared machines are slower
 # dag.test() logs this once a pass of its loop (about a second) while only the approval is left.
@@ -153,7 +154,7 @@ def run_month_answered_over_rest(api, env: dict, tmp_path: Path, *, month: str, 
         assert f"{MODEL} v{version.group(1)}" in detail["body"] and "Policy:" in detail["body"]
         assert "| model | holdout areaUnderROC |" in detail["body"] and f"MLflow: [month run {month}](" in detail["body"]
         # ... and has buttons to the month run and the challenger version in MLflow.
-        _assert_links_point_into_mlflow(api, env["MLFLOW_TRACKING_URI"], run_id, month, (EVALUATE, APPROVAL))
+        _assert_links_point_into_mlflow(api, env["MLFLOW_TRACKING_URI"], run_id, month, (DECIDE, APPROVAL))
         # Still waiting after the run's own loop has looked again a few times: nobody but the
         # person moves it on.
         seen, polled = _passes_waiting(out_path), time.monotonic()
@@ -247,7 +248,7 @@ def test_person_approves_over_rest(api, approved, mlflow_url):
     # The month run links back to the DAG run that made it, which the Airflow API knows.
     tags = _month_run(client, "2017-10").data.tags
     assert {k: tags.get(k) for k in ("automl.dag_id", "automl.task_id", "automl.dag_run_id")} == {
-        "automl.dag_id": DAG_ID, "automl.task_id": EVALUATE, "automl.dag_run_id": run["run_id"]}, tags
+        "automl.dag_id": DAG_ID, "automl.task_id": CHECK, "automl.dag_run_id": run["run_id"]}, tags
     assert tags.get("automl.airflow_url") == f"{api.url}/dags/{DAG_ID}/runs/{quote(run['run_id'], safe='')}", tags
     assert api.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run['run_id'], safe='')}")["dag_run_id"] == run["run_id"]
     champion = client.get_model_version_by_alias(MODEL, "champion")

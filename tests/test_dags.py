@@ -11,8 +11,11 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from automl_tasks.data.demo import develop_variant, write_specs_repo
+from automl_tasks.pipelines import month_runs
 from automl_tasks.registry import promotion
 from tests.support.dags import dag_env, run_dag
+from tests.support.gateway import flaky_gateway
+from tests.support.smtp import body_text, smtp_server
 from tests.support.specs import spec_dict
 
 
@@ -104,10 +107,71 @@ def test_bad_input_fails_the_month_at_once_without_retries(airflow_env, demo_dir
                   AUTOML_RETRY_DELAY_MINUTES="0")
     [result] = run_dag("monthly_retrain", ["2031-02-01T00:00:00+00:00"], {"promotion": "auto"}, env)
     assert result["state"] == "failed", result
-    assert result["tasks"]["per_spec.evaluate[0]"] == "failed", result
-    assert result["tries"]["per_spec.evaluate[0]"] == 1, result       # no retry of bad input
+    assert result["tasks"]["per_spec.check[0]"] == "failed", result
+    assert result["tries"]["per_spec.check[0]"] == 1, result       # no retry of bad input
+    assert result["tasks"]["per_spec.monitor[0]"] == "upstream_failed", result
     # Nothing of the month was written: no month run, no registered version.
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("dag_bad_month/monthly")
     assert experiment is None or client.search_runs([experiment.experiment_id]) == []
     assert client.search_registered_models("name = 'dag_bad_month'") == []
+
+
+def test_a_step_failing_on_a_transient_fault_is_retried_alone(airflow_env, demo_dir, tmp_path, tracking):
+    """The gateway in front of MLflow answers 503 once, when the compare step creates its run: Airflow
+    retries that step, and the steps before it are not run again (one try each, one run each)."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [20]}}}
+    (specs / "dag_retry.yaml").write_text(json.dumps(spec_dict(
+        "binary", name="dag_retry", algorithms=xgboost_only, data={"source": str(demo_dir / "loans")})))
+
+    def comparison_run(method: str, path: str, body: bytes) -> bool:
+        return method == "POST" and path.endswith("/mlflow/runs/create") and b'"comparison"' in body
+
+    with flaky_gateway(tracking, comparison_run) as gateway:
+        env = dag_env(airflow_env, gateway.url, AUTOML_SPECS_DIR=str(specs), AUTOML_FIRST_MONTH="2017-10",
+                      AUTOML_TASK_RETRIES="1", AUTOML_RETRY_DELAY_MINUTES="0",
+                      MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")     # the 503 reaches the step, unretried
+        [result] = run_dag("monthly_retrain", ["2017-11-01T00:00:00+00:00"], {"promotion": "auto"}, env)
+    assert gateway.refused == [("POST", "/api/2.0/mlflow/runs/create")], (gateway.refused, result)
+    assert result["state"] == "success", result
+    steps = ("check", "ablation", "monitor", "tune", "compare", "decide")
+    assert {s: result["tries"][f"per_spec.{s}[0]"] for s in steps} == {
+        "check": 1, "ablation": 1, "monitor": 1, "tune": 1, "compare": 2, "decide": 1}, result["tries"]
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("dag_retry/monthly").experiment_id
+    kinds = [r.data.tags["automl.kind"] for r in client.search_runs([experiment], max_results=1000)]
+    assert {k: kinds.count(k) for k in ("decision", "evaluation", "tuning", "comparison")} == {
+        "decision": 1, "evaluation": 1, "tuning": 1, "comparison": 1}, kinds
+    [decision] = promotion.decision_history("dag_retry")
+    assert decision.month == "2017-10" and decision.status == "approved" and decision.decided_by == "policy:auto"
+
+
+def test_the_shift_month_mails_the_degraded_champion(airflow_env, demo_dir, tmp_path, tracking):
+    """The demo data's concept shift (2017-09 in the test data): the month's decide task mails a
+    `degraded` alert naming the model, month, the champion's metric with its CI, and the delta."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [40]}}}
+    (specs / "dag_shift.yaml").write_text(json.dumps(spec_dict(
+        "binary", name="dag_shift", algorithms=xgboost_only, data={"source": str(demo_dir / "loans")})))
+    with smtp_server() as mail:
+        env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(specs), AUTOML_FIRST_MONTH="2017-08",
+                      AUTOML_NOTIFY="smtp", AUTOML_NOTIFY_KINDS="degraded",
+                      AUTOML_NOTIFY_EMAIL_TO="ml-team@example.org", AIRFLOW_CONN_SMTP_DEFAULT=mail.connection())
+        results = run_dag("monthly_retrain", ["2017-09-01T00:00:00+00:00", "2017-10-01T00:00:00+00:00"],
+                          {"promotion": "auto"}, env)
+        mails = mail.wait_for(1, timeout_s=5)
+    assert [r["state"] for r in results] == ["success", "success"], results
+    rows = {r["month"]: r for r in month_runs.history("dag_shift")}
+    assert rows["2017-08"]["alerts"] == [] and "degraded" in rows["2017-09"]["alerts"], rows
+    version = rows["2017-09"]["champion"]
+    assert [m["Subject"] for m in mails] == [f"[automl] dag_shift 2017-09: the champion degraded (v{version})"]
+    client = MlflowClient(tracking)
+    month_run = client.get_run(rows["2017-09"]["run_id"])
+    health = month_runs.recorded(client, month_run).health
+    body = body_text(mails[0])
+    assert (f"champion v{version} areaUnderROC {health['value']:.4f} "
+            f"[95% CI {health['ci_low']:.4f}, {health['ci_high']:.4f}] against {health['reference']:.4f}") in body
+    assert f"delta {health['value'] - health['reference']:+.4f}" in body

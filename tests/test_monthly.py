@@ -40,7 +40,7 @@ def test_monthly_job_decides_and_reruns_idempotently(demo_dir, spark, tracking):
     assert set(scores) == set(spec.features)
     assert sorted(c for c, score in scores.items() if score > 0.1) == drift["drifted_columns"], scores
     assert not first["reused"] and first["fit_seconds"]["trials"] > 0
-    assert set(first["timings"]) == {"checks", "ablation", "monitor", "tuning", "compare", "decision",
+    assert set(first["timings"]) == {"check", "ablation", "monitor", "tune", "compare", "decide",
                                    "total"}
 
     second = run_monthly(spec, "2017-11", promotion_mode="manual", **quiet)

@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 DAG_ID = "monthly_retrain"
 APPROVAL, APPLY = "per_spec.approve_challenger", "per_spec.apply_decision"
 MODEL = "stack_loans"
-EVALUATE = "per_spec.evaluate"
+STEPS = [f"per_spec.{step}" for step in ("check", "ablation", "monitor", "tune", "compare", "decide")]
 RUN_TIMEOUT_S = 1200          # one month's run is ~2 min on an idle 2-core machine
 
 
@@ -167,7 +167,7 @@ def run_month(stack, month: str, answer: str, before_answer=None) -> dict:
     assert states[f"{APPROVAL}[0]"] == states[f"{APPLY}[0]"] == "success", states
     assert states["per_spec.compare_refs[0]"] == "skipped", states     # no refs: no branch comparison
     labels = {ti["task_id"]: ti["rendered_map_index"] for ti in tis if ti["task_id"] != "list_specs"}
-    assert labels == dict.fromkeys([EVALUATE, APPROVAL, APPLY, "per_spec.compare_refs"], f"{MODEL} {month}"), labels
+    assert labels == dict.fromkeys([*STEPS, APPROVAL, APPLY, "per_spec.compare_refs"], f"{MODEL} {month}"), labels
     print(f"{month} {answer}: asked after {asked_after:.0f}s, done after {time.monotonic() - started:.0f}s")
     run = api.get_json(_run_path(run_id))
     return {"run_id": run_id, "version": version.group(1), "looked": looked, "logical_date": run["logical_date"],
@@ -273,7 +273,7 @@ def test_person_rejects_next_month_and_champion_stays(months, as_service_account
 def test_successful_months_log_no_error_records(months):
     for month in ("approved", "rejected"):
         errors = months[month]["errors"]
-        assert {EVALUATE, APPROVAL, APPLY} <= set(errors), errors.keys()
+        assert {*STEPS, APPROVAL, APPLY} <= set(errors), errors.keys()
         assert all(records == [] for records in errors.values()), (month, errors)
 
 

@@ -74,7 +74,8 @@ def compare_branches(repo, spec_path: str, month: str, *, refs=("develop", "mast
 
     client = tracking.client()
     experiment = tracking.experiment_id(client, specs[0], PURPOSE)
-    tuned = [find_or_tune(MonthContext(spec, month, prep, client, experiment, spark, progress, dag_run_id))[0]
+    tuned = [find_or_tune(MonthContext(spec, month, prepared=prep, spark=spark, progress=progress,
+                                       dag_run_id=dag_run_id))[0]
              for spec, prep in zip(specs, prepared)]
     return _compare_tuned(Sides(specs, refs, prepared, tuned, month),
                           Where(spark, client, experiment, progress, dag_run_id))

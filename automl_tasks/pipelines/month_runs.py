@@ -7,21 +7,22 @@ and spec hash, so a re-run with the same data, commit and spec finds what it mad
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from pathlib import Path
-
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from automl_tasks.data.prepare import Prepared
+from automl_tasks.errors import DataError
 from automl_tasks.formatting import number
 from automl_tasks.progress import report
 from automl_tasks.registry import promotion, tracking
-from automl_tasks.registry.champion import ScoredModel
+from automl_tasks.registry.champion import ScoredModel, load_champion
 from automl_tasks.registry.records import LeaderboardEntry, MonthRecord, TuningResult
 from automl_tasks.spec import ModelSpec
-from automl_tasks.tuning.job import tune
+from automl_tasks.tuning.job import prepare_for_tuning, tune
 
 PURPOSE = "monthly"
 RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evaluation is complete
@@ -43,23 +44,66 @@ class Stopwatch:
         self.last = now
 
 
-@dataclass(frozen=True)
 class MonthContext:
-    """The fixed facts of one spec's month: what every step of the monthly job works from."""
-    spec: ModelSpec
-    month: str
-    prepared: Prepared          # the checked, encoded window (its data checks passed)
-    client: object              # MlflowClient
-    experiment: str             # the `<name>/monthly` experiment id
-    spark: object
-    progress: Callable[[str], None] = report
-    dag_run_id: str | None = None
-    champion: tuple[str, ScoredModel] | None = None   # (version, model), None before the first
-    timings: Stopwatch | None = None
+    """The facts of one spec's month that the steps of the monthly job (and the branches job) work
+    from. Spark, the checked window (`prepared`), MLflow and the champion are made on first use and
+    kept: one process running every step (the CLI) pays for each once, and an Airflow task running
+    one step starts Spark only if that step needs it.
 
-    def lap(self, step: str) -> None:
-        if self.timings is not None:
-            self.timings.lap(step)
+    `fingerprint`: the data's fingerprint when an earlier step checked it; the window prepared
+    here must match it (the data may not change under a month). `hold`: where the monthly job
+    keeps its claim from the first step that writes to the end (None: each step claims for itself).
+    """
+
+    def __init__(self, spec: ModelSpec, month: str, *, prepared: Prepared | None = None, spark=None,
+                 progress: Callable[[str], None] = report, dag_run_id: str | None = None,
+                 fingerprint: str | None = None, wait_s: float = 0.0):
+        self.spec, self.month, self.progress, self.dag_run_id = spec, month, progress, dag_run_id
+        self.checked_fingerprint, self.wait_s = fingerprint, wait_s
+        self.hold: contextlib.ExitStack | None = None
+        self.claim_kept = False
+        self._champions: dict[str, ScoredModel] = {}
+        if prepared is not None:
+            self.__dict__["prepared"] = prepared
+        if spark is not None:
+            self.__dict__["spark"] = spark
+
+    @functools.cached_property
+    def spark(self):
+        from automl_tasks.spark import get_spark
+
+        return get_spark()
+
+    @functools.cached_property
+    def prepared(self) -> Prepared:
+        prepared = prepare_for_tuning(self.spark, self.spec, self.month)
+        if self.checked_fingerprint and prepared.fingerprint != self.checked_fingerprint:
+            raise DataError(f"the data of {self.spec.name} {self.month} changed since the month's checks "
+                            f"(fingerprint {self.checked_fingerprint} then, {prepared.fingerprint} now): "
+                            "run the month again from its first step")
+        return prepared
+
+    @property
+    def fingerprint(self) -> str:
+        return self.checked_fingerprint or self.prepared.fingerprint
+
+    @functools.cached_property
+    def client(self):
+        return tracking.client()
+
+    @functools.cached_property
+    def experiment(self) -> str:
+        """The `<name>/monthly` experiment id."""
+        return tracking.experiment_id(self.client, self.spec, PURPOSE)
+
+    def champion(self, version: str | None) -> tuple[str, ScoredModel] | None:
+        """(version, model) of the champion `version` (None: no champion), loaded once."""
+        if version is None:
+            return None
+        if version not in self._champions:
+            self.spark   # noqa: B018 - its Spark pipeline loads into this process's session
+            self._champions[version] = load_champion(self.spec.name, version)[1]
+        return version, self._champions[version]
 
 
 def find_or_tune(ctx: MonthContext, *, warm_start=None, parent: str | None = None) -> tuple[TuningResult, bool]:
@@ -67,7 +111,7 @@ def find_or_tune(ctx: MonthContext, *, warm_start=None, parent: str | None = Non
     run if there is one, else new, or an interrupted one under `parent` (the month run) finished
     in place."""
     spec, month = ctx.spec, ctx.month
-    tags = tracking.run_tags(spec, "tuning", month, ctx.prepared.fingerprint)
+    tags = tracking.run_tags(spec, "tuning", month, ctx.fingerprint)
     run = find_month_run(ctx.client, ctx.experiment, tags, finished=True)
     if run is not None:
         ctx.progress(f"{spec.name} {month}: {tags['automl.branch']} ({tags['automl.git_commit'][:10]}): "

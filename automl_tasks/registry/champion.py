@@ -59,9 +59,10 @@ def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:
         raise AutomlError(f"cannot be loaded from run {run_id} ({algorithm}): {step}: {detail}") from None
 
 
-def load_champion(name: str) -> tuple[str, ScoredModel] | None:
-    """(version, model) of `name`'s champion; None without one; AutomlError if it cannot load."""
-    version = promotion.current_champion(name)
+def load_champion(name: str, version: str | None = None) -> tuple[str, ScoredModel] | None:
+    """(version, model) of `name`'s champion (or of the version named, the champion when a month's
+    checks ran); None without one; AutomlError if it cannot load."""
+    version = version or promotion.current_champion(name)
     if version is None:
         return None
     where = f"champion {name} v{version}"

@@ -1,0 +1,166 @@
+"""The month's evaluation work, inside its parent run: the monitor run (drift, the champion's score
+and health on the month) and the comparison run (the candidate against the champion on the same
+holdout rows), which ends with the month's record.
+
+Each writes one child run of the month run; what the next step needs is an artifact of that run
+(`monitor.json`, the month's `monthly.json`), so a step in another process finds it there.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+from automl_tasks.data.months import Month, describe_months
+from automl_tasks.data.prepare import load_frame
+from automl_tasks.data.sources import MONTH_COL
+from automl_tasks.evaluation.compare import Comparison
+from automl_tasks.monitoring.health import alerts as month_alerts
+from automl_tasks.monitoring.health import champion_health
+from automl_tasks.pipelines.holdout import align_classes, champion_scores, compare_models, holdout_rows
+from automl_tasks.pipelines.month_runs import (RECORD_ARTIFACT, MonthContext, champion_trend, child, series_key,
+                                               tuning_of_run)
+from automl_tasks.registry import policy as gates
+from automl_tasks.registry import promotion, tracking
+from automl_tasks.registry.champion import load_run_model
+from automl_tasks.registry.records import MonthRecord
+
+MONITOR_ARTIFACT = "monitor.json"    # the monitor run's findings, written last: the run is complete
+
+
+def monitor(ctx: MonthContext, state: dict) -> str:
+    """Drift of the month against the training window, and the champion's score and health on the
+    month, as the month run's monitor child; returns its run id."""
+    import mlflow
+
+    from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow, spark_sample_to_pandas
+
+    spec, month, prepared = ctx.spec, ctx.month, ctx.prepared
+    champion = ctx.champion(state["champion"])
+    frame = load_frame(ctx.spark, spec)
+    holdout_df, y, segments = holdout_rows(frame, spec, month, prepared.classes)
+    features, cats = prepared.encoding.feature_names, list(prepared.encoding.categorical)
+    numeric = [f for f in features if f not in cats]
+    window_df = frame.where(frame[MONTH_COL].isin(list(prepared.window.train)))
+    tags = _tags(ctx)
+    with child(ctx.client, ctx.experiment, tags, "evaluation", state["runs"]["month"], f"monitor-{month}") as run:
+        cap = spec.monitoring.max_rows
+        reference, ref_fraction = spark_sample_to_pandas(window_df, features, cap, seed=spec.seed)
+        current, cur_fraction = spark_sample_to_pandas(holdout_df, features, cap, seed=spec.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            drift = drift_report(reference, current, numerical=numeric, categorical=cats, out_dir=tmp,
+                                 title=f"{spec.name} {month} vs {prepared.window.train[0]}..{prepared.window.train[-1]}")
+            log_drift_to_mlflow(drift)
+        mlflow.set_tags({"drift_spark_fraction_reference": str(ref_fraction),
+                         "drift_spark_fraction_current": str(cur_fraction)})
+        ctx.progress(f"{spec.name} {month}: drift share {drift.share_drifted:.2f} "
+                     f"({', '.join(drift.drifted_columns) or 'no column'} drifted)")
+        drift_summary = {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns,
+                         "columns_checked": len(drift.columns), "reference": describe_months(prepared.window.train),
+                         "threshold": spec.monitoring.drift_share,
+                         "dataset_drift": drift.share_drifted >= spec.monitoring.drift_share}
+        champion_metric, health = None, None
+        if champion is not None:
+            champion_pred = align_classes(champion[1].predict(holdout_df), champion[1].meta, prepared.classes)
+            scores = champion_scores(spec, y, champion_pred, segments)
+            champion_metric = scores["overall"]
+            mlflow.log_metrics({series_key(spec.metric, k): v for k, v in scores.items()},
+                               step=Month.parse(month).step)
+            mlflow.set_tag("automl.champion_version", champion[0])
+            mlflow.log_figure(champion_trend(ctx.client, ctx.experiment, spec, month, scores), "champion_trend.png")
+            health = champion_health(spec.metric, spec.task, y, champion_pred, _reference(spec.name, champion[0]),
+                                     spec.monitoring.max_degradation, seed=spec.seed)
+            mlflow.log_metrics({"champion_ci_low": health.ci_low, "champion_ci_high": health.ci_high})
+            mlflow.set_tag("automl.champion_health", "degraded" if health.degraded else "ok")
+            ctx.progress(f"{spec.name} {month}: champion v{champion[0]} {health.describe()}")
+        holdout_df.unpersist()
+        mlflow.log_dict({"drift": drift_summary, "champion_metric": champion_metric,
+                         "health": health and health.to_json(),
+                         "alerts": month_alerts(health, drift_summary, name=spec.name, month=month,
+                                                version=champion and champion[0])}, MONITOR_ARTIFACT)
+        return run.info.run_id
+
+
+def monitored(ctx: MonthContext, run_id: str) -> dict:
+    """What a monitor run found (its MONITOR_ARTIFACT)."""
+    import mlflow
+
+    return json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{MONITOR_ARTIFACT}"))
+
+
+def compare(ctx: MonthContext, state: dict) -> MonthRecord:
+    """The month's candidate against the champion on the same holdout rows, as the month run's
+    comparison child; then the month's record, logged last on the month run."""
+    import mlflow
+
+    from automl_tasks.evaluation import plots
+
+    spec, month, prepared, runs = ctx.spec, ctx.month, ctx.prepared, dict(state["runs"])
+    champion = ctx.champion(state["champion"])
+    found = monitored(ctx, runs["monitor"])
+    tuned = tuning_of_run(ctx.client.get_run(runs["tuning"]))
+    best = tuned.best_entry
+    holdout_df, y, segments = holdout_rows(load_frame(ctx.spark, spec), spec, month, prepared.classes)
+    candidate_pred = load_run_model(tuned.run_id, best.algorithm, best.model_uri).predict(holdout_df)
+    champion_pred = (None if champion is None else
+                     align_classes(champion[1].predict(holdout_df), champion[1].meta, prepared.classes))
+    holdout_df.unpersist()
+    comparisons: list[Comparison] = []
+    with child(ctx.client, ctx.experiment, _tags(ctx), "comparison", runs["month"], f"compare-{month}") as run:
+        runs["comparison"] = run.info.run_id
+        if champion is not None:
+            comparisons = compare_models(spec, y, candidate_pred, champion_pred, segments)
+            mlflow.log_dict([c.to_dict() for c in comparisons], "comparison.json")
+            mlflow.log_metrics({"delta": comparisons[0].delta, "ci_low": comparisons[0].ci_low,
+                                "ci_high": comparisons[0].ci_high})
+            mlflow.log_figure(plots.comparison_forest(comparisons), "comparison_forest.png")
+        for fname, fig in plots.evaluation_figures(spec.task, y, candidate_pred, prepared.classes).items():
+            mlflow.log_figure(fig, f"candidate/{fname}")
+    verdict = gates.decide(comparisons, spec, best.holdout_value, gates.Evidence.of_labels(spec.task, y))
+    record = MonthRecord(
+        month=month, metric=spec.metric, experiment_id=ctx.experiment, runs=runs,
+        champion=None if champion is None else {"version": champion[0], "algorithm":
+                                                 champion[1].meta["algorithm"], "metric": found["champion_metric"]},
+        drift=found["drift"],
+        window={"train": list(prepared.window.train),
+                "train_rows": sum(prepared.row_counts[m] for m in prepared.window.train),
+                "holdout": list(prepared.window.holdout_months), "holdout_rows": int(len(y))},
+        leaderboard=tuned.leaderboard,
+        best={"algorithm": best.algorithm, "model_uri": best.model_uri, "holdout_value": best.holdout_value,
+              "cv_value": best.cv_value},
+        comparisons=[c.to_dict() for c in comparisons],
+        policy=verdict.to_json(),
+        fit_seconds=state.get("fit_seconds"),
+        duplicate_ids=prepared.duplicate_ids,       # data.duplicate_ids: warn, else None
+        health=found["health"],
+        alerts=found["alerts"],
+        ablation=state.get("ablation"),
+    )
+    _log_side_by_side(record)
+    mlflow.log_dict(record.to_json(), RECORD_ARTIFACT)   # last: the month's evaluation is complete
+    return record
+
+
+def _tags(ctx: MonthContext) -> dict:
+    return tracking.run_tags(ctx.spec, "decision", ctx.month, ctx.fingerprint, ctx.dag_run_id)
+
+
+def _reference(name: str, version: str) -> float | None:
+    """The champion's holdout metric when it was promoted (its decision's evidence)."""
+    decision = promotion.get_decision(name, version)
+    return None if decision is None else decision.evidence.get("candidate_holdout")
+
+
+def _log_side_by_side(record: MonthRecord) -> None:
+    """Champion and every candidate on the month's holdout, as metrics of the month's run."""
+    import mlflow
+
+    metric = record.metric
+    values = {f"{e.algorithm}_holdout_{metric}": e.holdout_value for e in record.leaderboard}
+    values |= {f"{e.algorithm}_cv_{metric}": e.cv_value for e in record.leaderboard}
+    if record.champion is not None:
+        values[f"champion_{metric}"] = record.champion_metric
+    if record.overall is not None:
+        values |= {k: record.overall[k] for k in ("delta", "ci_low", "ci_high")}
+    values["drift_share"] = record.drift["share_drifted"]
+    mlflow.log_metrics({k: v for k, v in values.items() if v is not None})
