@@ -148,29 +148,32 @@ def test_a_step_failing_on_a_transient_fault_is_retried_alone(airflow_env, demo_
     assert decision.month == "2017-10" and decision.status == "approved" and decision.decided_by == "policy:auto"
 
 
-def test_the_shift_month_mails_the_degraded_champion(airflow_env, demo_dir, tmp_path, tracking):
-    """The demo data's concept shift (2017-09 in the test data): the month's decide task mails a
-    `degraded` alert naming the model, month, the champion's metric with its CI, and the delta."""
+def test_the_shift_month_mails_the_degraded_champion(airflow_env, tmp_path, tracking):
+    """The demo data's concept shift at 2018-07 (as `make demo` generates it, fewer months): the
+    month's decide task mails a `degraded` alert naming the model, month, the champion's metric
+    with its CI against its reference, and the delta; the month before raised none."""
+    from automl_tasks.data.demo import write_demo_data
+
+    write_demo_data(tmp_path / "demo", n_months=7, start="2018-01", shift_month="2018-07")
     specs = tmp_path / "specs"
     specs.mkdir()
-    xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [40]}}}
+    xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [60]}}}
     (specs / "dag_shift.yaml").write_text(json.dumps(spec_dict(
-        "binary", name="dag_shift", algorithms=xgboost_only, data={"source": str(demo_dir / "loans")})))
+        "binary", name="dag_shift", algorithms=xgboost_only, data={"source": str(tmp_path / "demo" / "loans")})))
     with smtp_server() as mail:
-        env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(specs), AUTOML_FIRST_MONTH="2017-08",
+        env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(specs), AUTOML_FIRST_MONTH="2018-06",
                       AUTOML_NOTIFY="smtp", AUTOML_NOTIFY_KINDS="degraded",
                       AUTOML_NOTIFY_EMAIL_TO="ml-team@example.org", AIRFLOW_CONN_SMTP_DEFAULT=mail.connection())
-        results = run_dag("monthly_retrain", ["2017-09-01T00:00:00+00:00", "2017-10-01T00:00:00+00:00"],
+        results = run_dag("monthly_retrain", ["2018-07-01T00:00:00+00:00", "2018-08-01T00:00:00+00:00"],
                           {"promotion": "auto"}, env)
         mails = mail.wait_for(1, timeout_s=5)
     assert [r["state"] for r in results] == ["success", "success"], results
     rows = {r["month"]: r for r in month_runs.history("dag_shift")}
-    assert rows["2017-08"]["alerts"] == [] and "degraded" in rows["2017-09"]["alerts"], rows
-    version = rows["2017-09"]["champion"]
-    assert [m["Subject"] for m in mails] == [f"[automl] dag_shift 2017-09: the champion degraded (v{version})"]
+    assert rows["2018-06"]["alerts"] == [] and "degraded" in rows["2018-07"]["alerts"], rows
+    version = rows["2018-07"]["champion"]
+    assert [m["Subject"] for m in mails] == [f"[automl] dag_shift 2018-07: the champion degraded (v{version})"]
     client = MlflowClient(tracking)
-    month_run = client.get_run(rows["2017-09"]["run_id"])
-    health = month_runs.recorded(client, month_run).health
+    health = month_runs.recorded(client, client.get_run(rows["2018-07"]["run_id"])).health
     body = body_text(mails[0])
     assert (f"champion v{version} areaUnderROC {health['value']:.4f} "
             f"[95% CI {health['ci_low']:.4f}, {health['ci_high']:.4f}] against {health['reference']:.4f}") in body
