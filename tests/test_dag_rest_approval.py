@@ -31,6 +31,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.support.airflow_api import USER, airflow_api_server
+from tests.support.dags import run_dag
 from tests.support.processes import die_with_parent, stop_group
 from tests.support.specs import spec_dict
 
@@ -347,3 +348,11 @@ def test_an_unanswered_approval_is_rejected_when_it_times_out(api, dag_env, mlfl
     assert client.get_registered_model(TIMEOUT_MODEL).aliases == {}   # no champion, no challenger left
     answered = api.get_json(_ti_path(detail["task_instance"]["dag_run_id"], APPROVAL) + "/hitlDetails")
     assert answered["chosen_options"] == ["Reject"] and answered["responded_by_user"] is None, answered
+
+    # Nothing is left waiting: the next month runs and decides (here by the policy, auto mode).
+    [following] = run_dag(DAG_ID, ["2019-01-01T00:00:00+00:00"], {"month": "2017-11", "promotion": "auto"}, env)
+    assert following["state"] == "success", following
+    decided = next(v for v in client.search_model_versions(f"name = '{TIMEOUT_MODEL}'")
+                   if v.tags.get("automl.decision.month") == "2017-11")
+    assert decided.tags["automl.decision.decided_by"] == "policy:auto", decided.tags
+    assert decided.tags["automl.decision.status"] in ("approved", "rejected"), decided.tags

@@ -11,31 +11,13 @@ import pytest
 
 from automl_tasks.errors import AutomlError
 from automl_tasks.registry import promotion as p
+from tests.support.models import log_tiny_models
 
 
 @pytest.fixture(scope="module")
 def logged(mlflow_url):
     """Three tiny LightGBM models, each logged in its own run: [(run_id, model_uri)]."""
-    import lightgbm
-    import mlflow
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_url)
-        from automl_tasks.registry.tracking import client
-
-        c = client()
-        exp = c.get_experiment_by_name("promotion-tests")
-        exp_id = exp.experiment_id if exp else c.create_experiment("promotion-tests")
-        rng = np.random.default_rng(0)
-        out = []
-        for seed in range(3):
-            x = rng.random((50, 3))
-            model = lightgbm.LGBMClassifier(n_estimators=5, min_child_samples=5, verbose=-1,
-                                            random_state=seed).fit(x, x[:, 0] > 0.5)
-            with mlflow.start_run(experiment_id=exp_id) as run:
-                info = mlflow.lightgbm.log_model(model, name="m", pip_requirements=["lightgbm"])
-            out.append((run.info.run_id, info.model_uri))
-        return out
+    return log_tiny_models(mlflow_url, "promotion-tests", 3)
 
 
 @pytest.fixture

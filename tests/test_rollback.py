@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import uuid
 
-import numpy as np
 import pytest
 
 from automl_tasks.cli import main
 from automl_tasks.errors import AutomlError
 from automl_tasks.registry import ledger, promotion, rollback
 from tests.support.dags import dag_env, run_dag
+from tests.support.models import log_tiny_models
 
 MONTHS = ("2017-09", "2017-10", "2017-11", "2017-12")
 
@@ -23,26 +23,7 @@ MONTHS = ("2017-09", "2017-10", "2017-11", "2017-12")
 @pytest.fixture(scope="module")
 def logged(mlflow_url):
     """Four tiny LightGBM models, each logged in its own run: [(run_id, model_uri)]."""
-    import lightgbm
-    import mlflow
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_url)
-        from automl_tasks.registry.tracking import client
-
-        c = client()
-        exp = c.get_experiment_by_name("rollback-tests")
-        exp_id = exp.experiment_id if exp else c.create_experiment("rollback-tests")
-        rng = np.random.default_rng(0)
-        out = []
-        for seed in range(len(MONTHS)):
-            x = rng.random((40, 3))
-            model = lightgbm.LGBMClassifier(n_estimators=3, min_child_samples=5, verbose=-1,
-                                            random_state=seed).fit(x, x[:, 0] > 0.5)
-            with mlflow.start_run(experiment_id=exp_id) as run:
-                info = mlflow.lightgbm.log_model(model, name="m", pip_requirements=["lightgbm"])
-            out.append((run.info.run_id, info.model_uri))
-        return out
+    return log_tiny_models(mlflow_url, "rollback-tests", len(MONTHS))
 
 
 @pytest.fixture

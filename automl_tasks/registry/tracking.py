@@ -144,8 +144,13 @@ def run_tags(spec: ModelSpec, kind: str, month: str | None, fingerprint: str | N
     if fingerprint:
         tags["automl.data_fingerprint"] = fingerprint
     # The spec's content too: an edited, uncommitted spec must not reuse runs made from the old one.
-    tags["automl.spec_hash"] = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+    tags["automl.spec_hash"] = spec_hash(spec)
     return {**tags, **airflow_tags(dag_run_id)}
+
+
+def spec_hash(spec: ModelSpec) -> str:
+    """The spec's content, hashed: what the runs made from it are tagged with."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
 # Who made a run, not what it is: never part of a key that finds a run for reuse.

@@ -38,7 +38,7 @@ def context(state: dict, *, spec: ModelSpec | None = None, progress: Callable[[s
     since the check step (its hash), and the data checked then (its fingerprint)."""
     spec = spec or load_spec(state["spec"])
     checked = state.get("spec_hash")
-    if checked and tracking.run_tags(spec, "decision", state["month"], None)["automl.spec_hash"] != checked:
+    if checked and tracking.spec_hash(spec) != checked:
         raise SpecError(f"the spec {state['spec']} changed since the month's checks: run {spec.name} "
                         f"{state['month']} again from its first step")
     return MonthContext(spec, state["month"], spark=spark, progress=progress, dag_run_id=state["dag_run_id"],
@@ -163,7 +163,7 @@ def _in_month_run(state: dict):
 
 
 def _finished_child(ctx: MonthContext, state: dict, kind: str) -> str | None:
-    tags = {**tracking.run_tags(ctx.spec, kind, ctx.month, ctx.fingerprint)}
+    tags = tracking.run_tags(ctx.spec, kind, ctx.month, ctx.fingerprint)
     run = find_month_run(ctx.client, ctx.experiment, tags, finished=True, parent=state["runs"]["month"])
     return run and run.info.run_id
 
