@@ -44,6 +44,8 @@ DEMO_LOG := $(AUTOML_HOME)/demo.log
 demo: export AUTOML_SPECS_DIR := $(DEMO_REPO)/specs
 demo: export AUTOML_SPECS_REPO := $(DEMO_REPO)
 demo: export AUTOML_FIRST_MONTH := $(firstword $(DEMO_MONTHS))
+# The demo's months are years back: no catchup bound (docs/operations.md, "First month and catchup").
+demo: export AUTOML_MAX_CATCHUP_MONTHS := 1200
 demo: export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 demo: install
 	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA) --specs-repo $(DEMO_REPO) --spec specs/loan_default.yaml

@@ -8,6 +8,14 @@ need Spark start it.
 The month is the logical one (the run's data interval), so a backfill (catchup)
 builds the history month by month, and a re-run month reuses its MLflow runs.
 
+First month and catchup (docs/operations.md): the schedule starts at AUTOML_FIRST_MONTH
+(YYYY-MM, the deployment's choice); unset or empty, at the current month: unpausing starts
+no run for past months, and the current month runs once it is over. Catchup is bounded by
+AUTOML_MAX_CATCHUP_MONTHS (default 12): a first month further back is moved up to that
+bound, with a warning in the dag-processor's log of this file. To build older months,
+backfill them: `airflow backfill create --dag-id monthly_retrain --from-date 2017-01-01
+--to-date 2017-12-01` (the runs of the months 2017-01..2017-12), or raise the bound.
+
 In `manual` promotion mode a person approves or rejects the challenger in the
 Airflow UI (human-in-the-loop task) within the spec's `promotion.approval_timeout_hours`;
 unanswered by then, the scheduler applies the default answer, Reject (`decided_by=timeout`).
@@ -32,8 +40,10 @@ from automl_tasks.data import months     # standard library only: safe at parse 
 
 SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
 SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the specs, for develop vs master
-# The first month a backfill (catchup) builds; a deployment sets it to where its history starts.
-FIRST_MONTH = months.Month.parse(os.environ.get("AUTOML_FIRST_MONTH", "2018-01"), "AUTOML_FIRST_MONTH")
+# The first month the schedule (catchup) builds: the deployment's AUTOML_FIRST_MONTH; unset, the
+# current month (no history). At most AUTOML_MAX_CATCHUP_MONTHS (12) back: further is moved up, logged.
+FIRST_MONTH = months.first_scheduled(os.environ.get("AUTOML_FIRST_MONTH"),
+                                     os.environ.get("AUTOML_MAX_CATCHUP_MONTHS"), pendulum.now("UTC").date())
 APPROVE, REJECT = "Approve", "Reject"
 DECIDE = "per_spec.decide"          # its XCom: the month's result, what the approval shows
 APPROVAL = "per_spec.approve_challenger"

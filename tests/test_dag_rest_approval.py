@@ -203,7 +203,9 @@ def dag_env(airflow_env, specs_dir, mlflow_url, api, tmp_path_factory) -> dict:
     base = {k: v for k, v in airflow_env.items() if k not in ("AUTOML_COMPARE_REFS", "AUTOML_SPECS_REPO")}
     return {**base, "AUTOML_SPECS_DIR": str(specs_dir), "MLFLOW_TRACKING_URI": mlflow_url,
             "AUTOML_HOME": str(tmp_path_factory.mktemp("rest-home")), "SPARK_MASTER": "local[2]",
-            "AIRFLOW__API__BASE_URL": api.url}   # where MLflow runs link back to
+            "AIRFLOW__API__BASE_URL": api.url,   # where MLflow runs link back to
+            # The runs' logical dates are years back: the schedule starts there, catchup unbounded.
+            "AUTOML_FIRST_MONTH": "2017-10", "AUTOML_MAX_CATCHUP_MONTHS": "1200"}
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from automl_tasks.data.demo import develop_variant, write_specs_repo
+from automl_tasks.data.months import Month
 from automl_tasks.pipelines import month_runs
 from automl_tasks.registry import promotion
 from tests.support.dags import dag_env, run_dag
@@ -35,6 +37,43 @@ def test_dag_files_parse_without_heavy_imports(airflow_env):
     dag_ids, heavy = (json.loads(line.replace("'", '"')) for line in out.stdout.strip().splitlines()[-2:])
     assert {"monthly_retrain", "score_new_champion"} <= set(dag_ids)
     assert heavy == []
+
+
+def test_monthly_dag_parses_with_a_first_month_that_is_the_deployments(airflow_env):
+    """AUTOML_FIRST_MONTH unset: the schedule starts at the current month (no backfill of history);
+    far back: moved up to AUTOML_MAX_CATCHUP_MONTHS (default 12) with a warning naming both; the
+    bound raised: the month as given (docs/operations.md, "First month and catchup")."""
+    probe = (
+        "import json, logging, os, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "seen = []\n"
+        "class Keep(logging.Handler):\n"
+        "    def emit(self, record): seen.append(record.getMessage())\n"
+        "logging.getLogger('automl_tasks.data.months').addHandler(Keep())\n"
+        "out = {}\n"
+        "for case, env in json.loads(sys.argv[1]).items():\n"
+        "    for k, v in env.items():\n"
+        "        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)\n"
+        "    del seen[:]\n"
+        "    bag = DagBag(dag_folder=os.environ['AIRFLOW__CORE__DAGS_FOLDER'] + '/monthly_retrain.py')\n"
+        "    assert not bag.import_errors, bag.import_errors\n"
+        "    out[case] = [bag.dags['monthly_retrain'].start_date.strftime('%Y-%m'), list(seen)]\n"
+        "print(json.dumps(out))\n"
+    )
+    cases = {"unset": {"AUTOML_FIRST_MONTH": None, "AUTOML_MAX_CATCHUP_MONTHS": None},
+             "far": {"AUTOML_FIRST_MONTH": "2018-01"},
+             "raised": {"AUTOML_MAX_CATCHUP_MONTHS": "1200"}}
+    out = subprocess.run([sys.executable, "-c", probe, json.dumps(cases)], env=airflow_env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    now = datetime.now(timezone.utc)
+    this, bound = f"{now:%Y-%m}", str(Month(now.year, now.month) - 12)
+    assert found["unset"] == [this, []], found
+    assert found["far"][0] == bound, found
+    [warning] = found["far"][1]
+    assert warning.startswith("AUTOML_FIRST_MONTH=2018-01 is ") and "AUTOML_MAX_CATCHUP_MONTHS=12" in warning
+    assert found["raised"] == ["2018-01", []], found
 
 
 def test_monthly_dag_backfills_months_in_auto_mode_with_develop_vs_master(airflow_env, demo_dir, tmp_path,

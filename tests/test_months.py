@@ -1,11 +1,13 @@
 """The one home of the month rule (data/months.py) and of number formatting (formatting.py)."""
 
+import logging
 import re
+from datetime import date
 
 import pytest
 
-from automl_tasks.data.months import PATTERN, Month, describe_months, months_ending
-from automl_tasks.errors import SpecError
+from automl_tasks.data.months import PATTERN, Month, describe_months, first_scheduled, months_ending
+from automl_tasks.errors import ConfigError, SpecError
 from automl_tasks.formatting import number
 from automl_tasks.spec import check_month
 
@@ -50,3 +52,27 @@ def test_number_keeps_each_reports_missing_mark():
     assert number(0.0, signed=True) == "+0.0000" and number(-0.01234, True) == "-0.0123"
     assert number(None) == "-" and number(None, True, missing="–") == "–"
     assert number(float("nan")) == "nan"          # only None is missing; NaN shows as it is
+
+
+def test_the_schedule_starts_at_the_chosen_month_or_now_and_catchup_is_bounded(caplog):
+    """AUTOML_FIRST_MONTH / AUTOML_MAX_CATCHUP_MONTHS (docs/operations.md): never a silent 2018."""
+    today = date(2026, 3, 17)
+    assert first_scheduled(None, None, today) == first_scheduled("", "12", today) == Month(2026, 3)
+    assert first_scheduled("2025-06", None, today) == Month(2025, 6)          # within 12 months
+    assert first_scheduled("2025-03", None, today) == Month(2025, 3)          # exactly 12 back
+    assert first_scheduled("2026-05", None, today) == Month(2026, 5)          # the future: nothing to catch up
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING, logger="automl_tasks.data.months"):
+        assert first_scheduled("2018-01", None, today) == Month(2025, 3)      # moved up to the bound
+    [warning] = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(
+        "AUTOML_FIRST_MONTH=2018-01 is 98 months before 2026-03, more than AUTOML_MAX_CATCHUP_MONTHS=12: "
+        "the schedule starts at 2025-03 instead"), warning.getMessage()
+    assert first_scheduled("2018-01", "1200", today) == Month(2018, 1)        # raised: the demo, the tests
+    assert first_scheduled("2025-12", "0", today) == Month(2026, 3)           # 0: no catchup at all
+    with pytest.raises(SpecError, match="AUTOML_FIRST_MONTH must look like YYYY-MM, got '2018-1'"):
+        first_scheduled("2018-1", None, today)
+    for bad in ("-1", "twelve", "1.5"):
+        with pytest.raises(ConfigError, match=f"AUTOML_MAX_CATCHUP_MONTHS must be a whole number.*{re.escape(repr(bad))}"):
+            first_scheduled("2025-01", bad, today)

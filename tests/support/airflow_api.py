@@ -37,12 +37,13 @@ class AirflowApiServer:
     """A started `airflow api-server` process group; `wait_healthy()`, `login()`, then `stop()` (always)."""
 
     def __init__(self, env: dict[str, str], root: Path, *, user: str = USER, role: str = ROLE,
-                 apps: str = "core"):
+                 apps: str = "core", port: int | None = None):
         """`apps="core,execution"` also serves the Execution API that a scheduler's task processes
         call; then `self.env` (auth manager, JWT secret, API URLs) is what the scheduler and
-        dag-processor of the same deployment must run with."""
+        dag-processor of the same deployment must run with. `port`: one the caller chose (its
+        URLs are in `env` already), else a free one."""
         root.mkdir(parents=True, exist_ok=True)
-        self.root, self.user, self.port = root, user, free_port()
+        self.root, self.user, self.port = root, user, port or free_port()
         self.password = secrets.token_urlsafe(16)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "api-server.log"

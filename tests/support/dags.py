@@ -12,9 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def dag_env(airflow_env: dict[str, str], tracking: str, **settings: str) -> dict[str, str]:
-    """The Airflow test env pointed at the test's MLflow server and AUTOML_HOME, local Spark."""
+    """The Airflow test env pointed at the test's MLflow server and AUTOML_HOME, local Spark.
+    The test data's months are years back: a test's AUTOML_FIRST_MONTH is not moved up by the
+    catchup bound (AUTOML_MAX_CATCHUP_MONTHS, as `make demo` sets it)."""
     return {**airflow_env, "MLFLOW_TRACKING_URI": tracking, "AUTOML_HOME": os.environ["AUTOML_HOME"],
-            "SPARK_MASTER": "local[2]", **settings}
+            "SPARK_MASTER": "local[2]", "AUTOML_MAX_CATCHUP_MONTHS": "1200", **settings}
 
 
 def run_dag(dag_id: str, dates: list[str], conf: dict, env: dict[str, str], timeout_s: float = 1500,
