@@ -166,3 +166,26 @@ def test_monthly_job_runs_the_specs_ablation_and_summarises_it(demo_dir, spark, 
     study = client.get_run(record["ablation"]["run_id"])
     assert study.data.tags["automl.kind"] == "ablation" and study.data.tags["automl.month"] == "2017-10"
     assert [r["feature"] for r in record["ablation"]["results"]] == ["credit_history_years"]
+
+
+def test_a_step_refuses_data_that_changed_since_the_checks(demo_dir, spark, tracking, tmp_path):
+    """monitor and compare read the window's facts `check` recorded, not a second preparation; a
+    holdout month that gained rows since then is refused, naming both counts, before any write."""
+    import shutil
+
+    from automl_tasks.pipelines.monthly import steps
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir / "loans", data / "loans")
+    spec = load_spec(write_spec(data, "binary", filename="changed.yaml", name="monthly_changed",
+                                data={"source": str(data / "loans")}))
+    state = steps.start(spec, "2017-10", mode="auto")
+    state = steps.check(state, steps.context(state, spec=spec, spark=spark, progress=lambda line: None))
+    assert state["window"]["holdout"] == ["2017-10"] and state["window"]["row_counts"]["2017-10"] == 400
+    shutil.copy(data / "loans" / "2017-10.parquet", data / "loans" / "2017-10-late.parquet")  # rows arrive
+    with pytest.raises(DataError, match=r"holdout 2017-10 has 800 rows, 400 then"):
+        steps.monitor(state, steps.context(state, spec=spec, spark=spark, progress=lambda line: None))
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("monthly_changed/monthly").experiment_id
+    kinds = [r.data.tags["automl.kind"] for r in client.search_runs([experiment])]
+    assert kinds == ["decision"]      # the month run `check` started; no monitor run

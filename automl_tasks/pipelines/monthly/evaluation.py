@@ -8,12 +8,15 @@ Each writes one child run of the month run; what the next step needs is an artif
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
+from dataclasses import dataclass
 
 from automl_tasks.data.months import Month, describe_months
-from automl_tasks.data.prepare import load_frame
+from automl_tasks.data.prepare import Prepared, load_frame
 from automl_tasks.data.sources import MONTH_COL
+from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison
 from automl_tasks.monitoring.health import alerts as month_alerts
 from automl_tasks.monitoring.health import champion_health
@@ -28,6 +31,40 @@ from automl_tasks.registry.records import MonthRecord
 MONITOR_ARTIFACT = "monitor.json"    # the monitor run's findings, written last: the run is complete
 
 
+@dataclass(frozen=True)
+class WindowFacts:
+    """What monitor and compare need of the window `check` prepared, carried in the step state:
+    preparing it again is a Spark pass over the window per task (bench/RESULTS.md, the split's cost)."""
+    train: list[str]
+    holdout: list[str]
+    row_counts: dict[str, int]
+    features: list[str]
+    categorical: list[str]
+    classes: list | None
+    duplicate_ids: dict | None
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> WindowFacts:
+        return cls(list(prepared.window.train), list(prepared.window.holdout_months), dict(prepared.row_counts),
+                   list(prepared.encoding.feature_names), list(prepared.encoding.categorical), prepared.classes,
+                   prepared.duplicate_ids)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def holdout_rows(self, ctx: MonthContext, frame):
+        """The month's holdout rows and labels, checked against the rows `check` counted: the data
+        may not change under a month."""
+        holdout_df, y, segments = holdout_rows(frame, ctx.spec, ctx.month, self.classes)
+        counted = sum(self.row_counts[m] for m in self.holdout)
+        if len(y) != counted:
+            holdout_df.unpersist()
+            raise DataError(f"the data of {ctx.spec.name} {ctx.month} changed since the month's checks: the holdout "
+                            f"{describe_months(self.holdout)} has {len(y)} rows, {counted} then; run the month "
+                            "again from its first step")
+        return holdout_df, y, segments
+
+
 def monitor(ctx: MonthContext, state: dict) -> str:
     """Drift of the month against the training window, and the champion's score and health on the
     month, as the month run's monitor child; returns its run id."""
@@ -35,13 +72,13 @@ def monitor(ctx: MonthContext, state: dict) -> str:
 
     from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow, spark_sample_to_pandas
 
-    spec, month, prepared = ctx.spec, ctx.month, ctx.prepared
+    spec, month, facts = ctx.spec, ctx.month, WindowFacts(**state["window"])
     champion = ctx.champion(state["champion"])
     frame = load_frame(ctx.spark, spec)
-    holdout_df, y, segments = holdout_rows(frame, spec, month, prepared.classes)
-    features, cats = prepared.encoding.feature_names, list(prepared.encoding.categorical)
+    holdout_df, y, segments = facts.holdout_rows(ctx, frame)
+    features, cats = facts.features, facts.categorical
     numeric = [f for f in features if f not in cats]
-    window_df = frame.where(frame[MONTH_COL].isin(list(prepared.window.train)))
+    window_df = frame.where(frame[MONTH_COL].isin(facts.train))
     tags = _tags(ctx)
     with child(ctx.client, ctx.experiment, tags, "evaluation", state["runs"]["month"], f"monitor-{month}") as run:
         cap = spec.monitoring.max_rows
@@ -49,19 +86,19 @@ def monitor(ctx: MonthContext, state: dict) -> str:
         current, cur_fraction = spark_sample_to_pandas(holdout_df, features, cap, seed=spec.seed)
         with tempfile.TemporaryDirectory() as tmp:
             drift = drift_report(reference, current, numerical=numeric, categorical=cats, out_dir=tmp,
-                                 title=f"{spec.name} {month} vs {prepared.window.train[0]}..{prepared.window.train[-1]}")
+                                 title=f"{spec.name} {month} vs {describe_months(facts.train)}")
             log_drift_to_mlflow(drift)
         mlflow.set_tags({"drift_spark_fraction_reference": str(ref_fraction),
                          "drift_spark_fraction_current": str(cur_fraction)})
         ctx.progress(f"{spec.name} {month}: drift share {drift.share_drifted:.2f} "
                      f"({', '.join(drift.drifted_columns) or 'no column'} drifted)")
         drift_summary = {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns,
-                         "columns_checked": len(drift.columns), "reference": describe_months(prepared.window.train),
+                         "columns_checked": len(drift.columns), "reference": describe_months(facts.train),
                          "threshold": spec.monitoring.drift_share,
                          "dataset_drift": drift.share_drifted >= spec.monitoring.drift_share}
         champion_metric, health = None, None
         if champion is not None:
-            champion_pred = align_classes(champion[1].predict(holdout_df), champion[1].meta, prepared.classes)
+            champion_pred = align_classes(champion[1].predict(holdout_df), champion[1].meta, facts.classes)
             scores = champion_scores(spec, y, champion_pred, segments)
             champion_metric = scores["overall"]
             mlflow.log_metrics({series_key(spec.metric, k): v for k, v in scores.items()},
@@ -95,15 +132,15 @@ def compare(ctx: MonthContext, state: dict) -> MonthRecord:
 
     from automl_tasks.evaluation import plots
 
-    spec, month, prepared, runs = ctx.spec, ctx.month, ctx.prepared, dict(state["runs"])
+    spec, month, facts, runs = ctx.spec, ctx.month, WindowFacts(**state["window"]), dict(state["runs"])
     champion = ctx.champion(state["champion"])
     found = monitored(ctx, runs["monitor"])
     tuned = tuning_of_run(ctx.client.get_run(runs["tuning"]))
     best = tuned.best_entry
-    holdout_df, y, segments = holdout_rows(load_frame(ctx.spark, spec), spec, month, prepared.classes)
+    holdout_df, y, segments = facts.holdout_rows(ctx, load_frame(ctx.spark, spec))
     candidate_pred = load_run_model(tuned.run_id, best.algorithm, best.model_uri).predict(holdout_df)
     champion_pred = (None if champion is None else
-                     align_classes(champion[1].predict(holdout_df), champion[1].meta, prepared.classes))
+                     align_classes(champion[1].predict(holdout_df), champion[1].meta, facts.classes))
     holdout_df.unpersist()
     comparisons: list[Comparison] = []
     with child(ctx.client, ctx.experiment, _tags(ctx), "comparison", runs["month"], f"compare-{month}") as run:
@@ -114,7 +151,7 @@ def compare(ctx: MonthContext, state: dict) -> MonthRecord:
             mlflow.log_metrics({"delta": comparisons[0].delta, "ci_low": comparisons[0].ci_low,
                                 "ci_high": comparisons[0].ci_high})
             mlflow.log_figure(plots.comparison_forest(comparisons), "comparison_forest.png")
-        for fname, fig in plots.evaluation_figures(spec.task, y, candidate_pred, prepared.classes).items():
+        for fname, fig in plots.evaluation_figures(spec.task, y, candidate_pred, facts.classes).items():
             mlflow.log_figure(fig, f"candidate/{fname}")
     verdict = gates.decide(comparisons, spec, best.holdout_value, gates.Evidence.of_labels(spec.task, y))
     record = MonthRecord(
@@ -122,16 +159,15 @@ def compare(ctx: MonthContext, state: dict) -> MonthRecord:
         champion=None if champion is None else {"version": champion[0], "algorithm":
                                                  champion[1].meta["algorithm"], "metric": found["champion_metric"]},
         drift=found["drift"],
-        window={"train": list(prepared.window.train),
-                "train_rows": sum(prepared.row_counts[m] for m in prepared.window.train),
-                "holdout": list(prepared.window.holdout_months), "holdout_rows": int(len(y))},
+        window={"train": facts.train, "train_rows": sum(facts.row_counts[m] for m in facts.train),
+                "holdout": facts.holdout, "holdout_rows": int(len(y))},
         leaderboard=tuned.leaderboard,
         best={"algorithm": best.algorithm, "model_uri": best.model_uri, "holdout_value": best.holdout_value,
               "cv_value": best.cv_value},
         comparisons=[c.to_dict() for c in comparisons],
         policy=verdict.to_json(),
         fit_seconds=state.get("fit_seconds"),
-        duplicate_ids=prepared.duplicate_ids,       # data.duplicate_ids: warn, else None
+        duplicate_ids=facts.duplicate_ids,          # data.duplicate_ids: warn, else None
         health=found["health"],
         alerts=found["alerts"],
         ablation=state.get("ablation"),

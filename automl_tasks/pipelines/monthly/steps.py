@@ -70,6 +70,7 @@ def check(state: dict, ctx: MonthContext) -> dict:
             runs = {"month": run.info.run_id}
     return {**state, "spec_hash": tags["automl.spec_hash"], "fingerprint": prepared.fingerprint,
             "champion": champion and champion[0], "complete": record is not None, "runs": runs,
+            "window": evaluation.WindowFacts.of(prepared).to_json(),   # monitor and compare read it
             # What the tuning is warm-started from, so the tune step need not load the champion.
             "warm_start": champion and {champion[1].meta["algorithm"]: [champion[1].params]}}
 
