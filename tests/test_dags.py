@@ -217,3 +217,15 @@ def test_the_shift_month_mails_the_degraded_champion(airflow_env, tmp_path, trac
     assert (f"champion v{version} areaUnderROC {health['value']:.4f} "
             f"[95% CI {health['ci_low']:.4f}, {health['ci_high']:.4f}] against {health['reference']:.4f}") in body
     assert f"delta {health['value'] - health['reference']:+.4f}" in body
+
+
+def test_the_dag_runs_every_step_of_the_library_in_order():
+    """The DAG names the steps (it may not import the library at parse time): the same list, in order."""
+    import ast
+
+    from automl_tasks.pipelines.monthly import steps
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "dags" / "monthly_retrain.py").read_text())
+    [names] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+               and [getattr(t, "id", None) for t in node.targets] == ["STEP_NAMES"]]
+    assert names == tuple(step.__name__ for step in steps.STEPS)

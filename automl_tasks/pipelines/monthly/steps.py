@@ -130,7 +130,6 @@ def decide(state: dict, ctx: MonthContext) -> dict:
 
 
 STEPS: tuple[Callable[[dict, MonthContext], dict], ...] = (check, ablation, monitor, tune, compare, decide)
-SPARK_STEPS = ("check", "ablation", "monitor", "tune", "compare")   # may start Spark; `decide` never does
 
 
 def month_claim(ctx: MonthContext):
