@@ -170,9 +170,11 @@ def child_stack(out_path: str, specs_dir: str, root: str, shim: str) -> None:
 
     from tests.support import stack as stack_module
 
-    original, result = stack_module._airflow_env, {"started": time.time()}
-    stack_module._airflow_env = lambda *a, **k: (lambda env: {**env, "PYTHONPATH": env["PYTHONPATH"] + os.pathsep
-                                                              + shim})(original(*a, **k))
+    # The tasks' environment: `_airflow_env` before the stack was derived from compose, `airflow_env` since.
+    name = "_airflow_env" if hasattr(stack_module, "_airflow_env") else "airflow_env"
+    original, result = getattr(stack_module, name), {"started": time.time()}
+    setattr(stack_module, name, lambda *a, **k: (lambda env: {**env, "PYTHONPATH": env["PYTHONPATH"] + os.pathsep
+                                                              + shim})(original(*a, **k)))
     with stack_module.airflow_stack(Path(root), specs_dir=Path(specs_dir), models=[MODEL]) as stack:
         api, result["stack_up_s"] = stack.airflow, round(time.time() - result["started"], 1)
 
