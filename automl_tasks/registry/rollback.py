@@ -121,19 +121,19 @@ def _apply(c, req: _Request, key: str) -> Decision:
                           decided_by=req.decided_by, reasons=[req.reason], evidence_run_id=None,
                           evidence={"kind": "rollback", "expected_current": req.expected,
                                     "request_id": req.request_id},
-                          champion_before=current, created_at=_now())
+                          champion_before=current, created_at=promotion._now())
         ok = current == req.expected
     if not ok:
         now = "none" if current is None else f"v{current}"
         note = f"refused: the champion was {now}, not v{req.expected}"
         refused = dataclasses.replace(record, status=promotion.ROLLBACK_REFUSED, reasons=[req.reason, note],
-                                      champion_before=current, champion_after=current, decided_at=_now())
+                                      champion_before=current, champion_after=current, decided_at=promotion._now())
         _write(c, key, refused)
         raise RollbackRefused(_refusal(refused), refused)
     if earlier is None:
         _write(c, key, record)
     promotion._point_alias(c, req.name, promotion.CHAMPION, req.to, aliases)
-    final = dataclasses.replace(record, status=promotion.ROLLED_BACK, champion_after=req.to, decided_at=_now())
+    final = dataclasses.replace(record, status=promotion.ROLLED_BACK, champion_after=req.to, decided_at=promotion._now())
     _write(c, key, final)
     return final
 
@@ -157,7 +157,3 @@ def _month(mv) -> str:
 
 def _version(value) -> str | None:
     return None if value is None or str(value).strip() == "" else str(value).strip()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
