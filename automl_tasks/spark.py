@@ -46,6 +46,18 @@ def get_spark(app_name: str = "automl_tasks"):
     return spark
 
 
+def is_connect(spark) -> bool:
+    """Whether `spark` is a Spark Connect session: no SparkContext (nor JVM) on this side."""
+    return getattr(spark, "_sc", None) is None
+
+
+def describe(spark) -> str:
+    """Where the session's Spark work runs, for the runs' tags: its master, or on Spark Connect
+    `connect: <the server's master>`."""
+    master = spark.conf.get("spark.master", "unknown")
+    return f"connect: {master}" if is_connect(spark) else master
+
+
 def task_slots(spark) -> int:
     """How many tasks run at once: the trial runner sizes its waves by this."""
     override = os.environ.get("AUTOML_TASK_SLOTS")

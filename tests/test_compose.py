@@ -90,12 +90,16 @@ def test_expected_services(resolved):
     services = resolved["services"]
     for name in ("postgres", "minio", "minio-init", "mlflow", "mlflow-users", "airflow-init",
                  "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                 "airflow-triggerer", "spark-master", "spark-worker"):
+                 "airflow-triggerer", "spark-master", "spark-worker", "spark-connect"):
         assert name in services, name
     airflow_env = compose.service_env(resolved, "airflow-scheduler")
     assert airflow_env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert airflow_env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-    assert airflow_env["SPARK_MASTER"] == "spark://spark-master:7077"
+    # The tasks reach Spark through the Connect server, which runs on the cluster: no driver here.
+    assert airflow_env["SPARK_REMOTE"] == "sc://spark-connect:15002" and "SPARK_MASTER" not in airflow_env
+    connect = compose.service_env(resolved, "spark-connect")
+    assert connect["SPARK_MASTER"] == "spark://spark-master:7077"
+    assert airflow_env["SPARK_REMOTE"].endswith(":" + connect["SPARK_CONNECT_PORT"])
     assert airflow_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert airflow_env["MLFLOW_TRACKING_USERNAME"] == "airflow"
     # The service account's password is the one mlflow-users gives it.
@@ -213,6 +217,7 @@ OPTIONAL_IN_AIRFLOW = {
     "AUTOML_DATA_ROOTS": "unset: AUTOML_DATA_DIR (set by compose) and the PoC inbox under it",
     "AUTOML_POC_INBOX": "default $AUTOML_DATA_DIR/poc_inbox: on the automl-data volume",
     "AUTOML_POC_LABEL": "default `label`: a column name, the form's default",
+    "AUTOML_PREDICTIONS_DIR": "default $AUTOML_DATA_DIR/predictions: on the automl-data volume (docs/scoring.md)",
     "AUTOML_TASK_SLOTS": "unset: the search plans for the task slots Spark reports",
     "AUTOML_THREADS_PER_TASK": "default 1: threads per fit, a count",
     "AUTOML_TASK_RETRIES": "default 2: a count (docs/operations.md)",
@@ -220,13 +225,14 @@ OPTIONAL_IN_AIRFLOW = {
     "AUTOML_TUNE_TIMEOUT_HOURS": "default 6: a duration (docs/operations.md)",
     "AUTOML_STEP_TIMEOUT_HOURS": "default 1: a duration (docs/operations.md)",
     "AUTOML_ROLLBACK_TIMEOUT_HOURS": "default 24: a duration (docs/operations.md)",
-    "AUTOML_DRIVER_MEMORY": "default 4g: the Spark driver's heap, in the scheduler's container",
-    "AUTOML_DRIVER_JAVA_OPTIONS": "default none: extra JVM options of the driver",
-    "AUTOML_SPARK_UI": "default false: no Spark UI port opened in the scheduler",
-    "AUTOML_SPARK_LOG_LEVEL": "default ERROR: Spark's log level",
-    "SPARK_REMOTE": "unset: SPARK_MASTER (set by compose) picks the cluster; Spark Connect is not in compose",
-    "SPARK_LOCAL_IP": "set by the library (127.0.0.1) in local mode only; compose uses SPARK_MASTER",
-    "PYSPARK_PYTHON": "set by the library to the running interpreter: the image's Python",
+    "AUTOML_DRIVER_MEMORY": "read in local mode only; compose sets SPARK_REMOTE (the spark-connect service's "
+                            "SPARK_CONNECT_DRIVER_MEMORY sizes the driver)",
+    "AUTOML_DRIVER_JAVA_OPTIONS": "read in local mode only; compose sets SPARK_REMOTE",
+    "AUTOML_SPARK_UI": "read in local mode only; compose sets SPARK_REMOTE",
+    "AUTOML_SPARK_LOG_LEVEL": "read by a classic session only; compose sets SPARK_REMOTE",
+    "SPARK_MASTER": "read only without SPARK_REMOTE, which compose sets (the spark-connect service)",
+    "SPARK_LOCAL_IP": "set by the library (127.0.0.1) in local mode only; compose sets SPARK_REMOTE",
+    "PYSPARK_PYTHON": "set by the library in local mode only; compose sets SPARK_REMOTE",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "MLflow's own default (a progress bar in the task log); the CLI sets false",
     "MLFLOW_REGISTRY_URI": "read only to restore it around set_registry_uri; unset: the tracking server's registry",
 }
@@ -255,7 +261,7 @@ def test_every_setting_the_code_reads_is_set_by_compose_or_optional():
     found = _airflow_reads()
     read = {r.var for r in found}
     assert {"AUTOML_SPECS_DIR", "AUTOML_DATA_DIR", "AUTOML_FIRST_MONTH", "MLFLOW_TRACKING_URI",
-            "SPARK_MASTER", "AIRFLOW__API__BASE_URL"} <= read, sorted(read)   # the scan finds them
+            "SPARK_REMOTE", "SPARK_MASTER", "AIRFLOW__API__BASE_URL"} <= read, sorted(read)   # the scan finds them
     for name in AIRFLOW_SERVICES:
         unset = sorted({f"{r.var} ({r.where}, default {r.default})" for r in found
                         if r.var not in _env_keys(name) and r.var not in OPTIONAL_IN_AIRFLOW})

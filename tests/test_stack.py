@@ -1,6 +1,7 @@
 """The deployed stack on loopback: PostgreSQL, MLflow with auth, Airflow 3 with its scheduler.
 
-Everything docker-compose.yml runs, minus containers, MinIO and the Spark cluster, started from
+Everything docker-compose.yml runs, minus containers, MinIO and the standalone Spark cluster (the
+Spark Connect server the tasks reach runs local executors), started from
 the compose file's own resolved config (tests/support/stack.py, tests/support/compose.py: the
 services' environment, commands, volumes and depends_on order; only secrets are generated, and
 every setting the stack replaces is listed with its reason): the test is the person who triggers `monthly_retrain` over the
@@ -25,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -286,6 +289,16 @@ def test_person_rejects_next_month_and_champion_stays(months, as_service_account
     _assert_recorded(client, "2017-11", run["version"], run["run_id"], "rejected")
 
 
+def test_the_tasks_reached_spark_through_the_connect_service(months, as_service_account):
+    """Spark ran in compose's spark-connect service, not in the scheduler's task processes: each
+    month's tuning run says it trained through Connect, on the server's (local-mode) executors."""
+    client = as_service_account
+    experiment = client.get_experiment_by_name(f"{MODEL}/monthly").experiment_id   # the month's tuning too
+    for month in ("2017-10", "2017-11"):
+        runs = client.search_runs([experiment], f"tags.`automl.month` = '{month}' and tags.`automl.kind` = 'tuning'")
+        assert [r.data.tags.get("automl.spark") for r in runs] == ["connect: local[2]"], (month, runs)
+
+
 def test_successful_months_log_no_error_records(months):
     for month in ("approved", "rejected"):
         errors = months[month]["errors"]
@@ -348,3 +361,25 @@ def test_browser_shows_month_runs_and_champion(stack, months, tmp_path):
     assert "monthly-2017-11" in runs_html.read_text() and "champion" in html.read_text()
     assert png.stat().st_size > 20_000, "a blank screenshot"
     print(f"browser captures: {tmp_path}")
+
+
+def test_the_stack_demo_triggers_and_follows_a_month_over_rest(stack, months, tmp_path):
+    """`make stack-demo`'s REST part (scripts/stack_demo.py) against this stack, with an env file
+    as a team's .env: it signs in as the admin, finds monthly_retrain parsed, triggers a month in
+    auto mode, follows it task by task to success and exits 0. (Its other part, writing the demo
+    data, is `automl-tasks demo-data`; this stack's spec reads the tests' demo data.)"""
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"AIRFLOW_UI_URL={stack.airflow.url}\nMLFLOW_UI_URL={stack.mlflow.url}\n"
+                        f"AIRFLOW_ADMIN_USERNAME={stack.airflow.user}\n"
+                        f"AIRFLOW_ADMIN_PASSWORD={stack.airflow.password}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "MLFLOW_UI_URL"))}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "stack_demo.py"
+    done = subprocess.run([sys.executable, str(script), "--env-file", str(env_file), "--spec", f"{MODEL}.yaml",
+                           "--month", "2017-12", "--timeout", str(RUN_TIMEOUT_S)],
+                          env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S + 120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + stack.why()
+    assert re.search(rf"^{MODEL}\.yaml 2017-12: success  {re.escape(stack.airflow.url)}/dags/{DAG_ID}/runs/",
+                     done.stdout, re.M), done.stdout
+    for step in (*STEPS, APPLY):
+        assert f"  {step} [{MODEL} 2017-12]: success" in done.stdout, done.stdout
+    assert f"MLflow (the month runs, the registered model and its champion): {stack.mlflow.url}" in done.stdout

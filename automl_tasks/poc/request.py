@@ -99,15 +99,20 @@ def parse_validation(text: str) -> dict:
     raise SpecError(f"validation {text!r}: use cv, cv:K (folds), split or split:RATIO (train share)")
 
 
-def choose_algorithms(requested: list[str] | None, task: str) -> list[str]:
+def choose_algorithms(requested: list[str] | None, task: str, *, connect: bool = False) -> list[str]:
+    """The request's algorithms, or the default set for `task`; `connect` (a Spark Connect session):
+    without those that cannot run through it (defaults) or a SpecError saying why (requested)."""
     if not requested:
-        return list(registry.names_for(task, poc_default=True))
+        return [a for a in registry.names_for(task, poc_default=True)
+                if not (connect and registry.connect_refusal([a]))]
     unknown = [a for a in requested if a not in registry.names()]
     if unknown:
         raise SpecError(f"unknown algorithm {unknown[0]!r}; choose from {', '.join(registry.names())}")
     for name in requested:
         if not registry.get(name).fits(task):
             raise SpecError(registry.get(name).task_refusal())
+    if connect and registry.connect_refusal(requested):
+        raise SpecError(registry.connect_refusal(requested))
     return list(dict.fromkeys(requested))
 
 
@@ -151,6 +156,7 @@ def resolve(spark, request: PocRequest, roots: list) -> Plan:
     from automl_tasks.paths import inside_roots
     from automl_tasks.poc.explore import kind_of
     from automl_tasks.spec import ModelSpec, parse_spec  # noqa: F401 - ModelSpec names the type
+    from automl_tasks.spark import is_connect
 
     if not request.label:
         raise SpecError("label is required: the column to predict")
@@ -184,7 +190,7 @@ def resolve(spark, request: PocRequest, roots: list) -> Plan:
         raise SpecError(f"task {task!r}: use binary, multiclass or regression")
     metric = request.metric or DEFAULT_METRIC[task]
     check_metric(metric, task)
-    algorithms = choose_algorithms(request.algorithms, task)
+    algorithms = choose_algorithms(request.algorithms, task, connect=is_connect(spark))
     check_budget(request.time_budget_s, algorithms)
     if request.max_trials is not None and request.max_trials < 1:
         raise SpecError(f"max_trials must be at least 1, got {request.max_trials}")

@@ -93,6 +93,9 @@ def _checked_run(spark, request: PocRequest, budget: Budget, roots, progress, da
     spec = plan.spec
     progress(f"{spec.name}: {plan.task_note}; metric {spec.metric}; algorithms {', '.join(spec.algorithms)}; "
              f"budget {budget.total_s:g}s")
+    left_out = [a for a in algorithms.names_for(spec.task, poc_default=True) if a not in spec.algorithms]
+    if not request.algorithms and left_out:     # the default set, on Spark Connect (`resolve`)
+        progress(f"{spec.name}: {', '.join(left_out)} left out: {algorithms.connect_refusal(left_out)}")
     slots = task_slots(spark)
     prepared = prepare(spark, spec, decide=training_path.per_trial_only(spark, "the PoC", slots))
     if plan.test_df is not None:

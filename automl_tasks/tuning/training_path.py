@@ -121,13 +121,13 @@ def resources(spark, slots: int) -> Resources:
 def decider(spark, spec, slots: int):
     """`prepare`'s `decide(rows, n_features)` for `spec` on this session."""
     from automl_tasks.errors import SpecError
+    from automl_tasks.models import algorithms
+    from automl_tasks.spark import is_connect
     from automl_tasks.spec import data_parallel_blocker
 
     have = resources(spark, slots)
-    # Both trainers need the classic SparkContext (xgboost.spark, barrier stages' task infos).
     blocker = data_parallel_blocker(spec) or (
-        "Spark Connect has no SparkContext for the barrier trainers" if getattr(spark, "_sc", None) is None
-        else None)
+        algorithms.connect_refusal(spec.algorithms, data_parallel=True) if is_connect(spark) else None)
     if spec.training == "data_parallel" and blocker:
         raise SpecError(f"training: data_parallel: {blocker}")
 
@@ -135,6 +135,18 @@ def decider(spark, spec, slots: int):
         return choose(spec.training, window_bytes(rows, n_features), have.slot_bytes, have.driver_bytes,
                       blocker)
     return decide
+
+
+def check_spark_support(spark, names) -> None:
+    """A SpecError, before anything is read or written, if `spark` cannot tune these algorithms
+    (Spark Connect runs neither Spark ML's model logging nor every data-parallel trainer)."""
+    from automl_tasks.errors import SpecError
+    from automl_tasks.models import algorithms
+    from automl_tasks.spark import is_connect
+
+    refusal = algorithms.connect_refusal(names) if is_connect(spark) else None
+    if refusal:
+        raise SpecError(refusal)
 
 
 def per_trial_only(spark, who: str, slots: int):

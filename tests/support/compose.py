@@ -3,7 +3,7 @@
 `resolved()` is `docker compose config` (or Debian's `docker-compose`) over docker-compose.yml
 with `.env.example` as the env file: anchors, merges and `${VAR}` interpolation done by the
 compose client itself. `Loopback` maps that config onto this machine: the compose network's
-host names (`postgres:5432`, `mlflow:5000`, `airflow-apiserver:8080`, `airflow-scheduler`)
+host names (`postgres:5432`, `mlflow:5000`, `airflow-apiserver:8080`, `spark-connect:15002`)
 become 127.0.0.1 and the local port each listener got, the loopback ports compose publishes
 (`127.0.0.1:5000`) likewise, bind-all `0.0.0.0` becomes 127.0.0.1, every volume a folder under
 the test's root (the `./specs` bind mount: the test's specs folder), and every secret of
@@ -35,16 +35,26 @@ AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
 # Files the images hold (COPY in their Dockerfiles) that a compose command names.
 IMAGE_FILES = {"/opt/mlflow_server/": REPO / "mlflow_server"}
 
+# The caller's settings that would point a local service process elsewhere (the Makefile exports some).
+FOREIGN_SETTINGS = ("AIRFLOW", "MLFLOW_", "AUTOML_", "SPARK_", "PYSPARK_")
+
+
+def own_environment() -> dict[str, str]:
+    """This process's environment without FOREIGN_SETTINGS: the base of a service's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_SETTINGS)}
+
+
 # Compose services the stack does not run as processes, and why.
 SKIPPED = {
     "minio": "no S3 server here: MLflow serves its artifacts from a local folder (REPLACED)",
     "minio-init": "makes MinIO's bucket and access key: MinIO is skipped",
-    "spark-master": "the stack runs Spark in local mode in the task processes (REPLACED SPARK_MASTER)",
-    "spark-worker": "the stack runs Spark in local mode (tests/test_cluster.py runs a standalone cluster)",
+    "spark-master": "the Spark Connect server runs its executors in local mode (REPLACED SPARK_MASTER)",
+    "spark-worker": "the Spark Connect server runs in local mode (tests/test_cluster.py runs a standalone cluster)",
 }
 # (service, variable) -> (the stack's value or None for "decided by the stack", why).
 REPLACED = {
-    ("airflow", "SPARK_MASTER"): ("local[2]", "the Spark master and worker are skipped"),
+    ("spark-connect", "SPARK_MASTER"): ("local[2]", "the Spark master and worker are skipped"),
+    ("spark-connect", "SPARK_CONNECT_PORT"): (None, "the free loopback port that compose's spark-connect:15002 maps to"),
     ("airflow", "AIRFLOW__CORE__AUTH_MANAGER"): (
         None, "SimpleAuthManager (tests/support/airflow_api.py): FAB's users come from airflow-init's "
               "`airflow users create`, which the stack skips"),

@@ -11,8 +11,9 @@ command (the `airflow` service account with EDIT, a `viewer` with READ), `airflo
 script (`airflow db migrate`, the `spark` pool; not its FAB users), then api-server (core +
 execution APIs, SimpleAuthManager), scheduler (LocalExecutor), dag-processor and triggerer
 over this repo's dags/ and plugins/ with the Airflow services' environment: waves in
-depends_on order. MinIO and the Spark cluster are skipped (compose.SKIPPED says why; Spark
-runs in local mode in the tasks). (On Airflow 3.3+ a human-in-the-loop task waits in
+depends_on order, and `spark-connect` (tests/support/spark_connect.py), the Spark driver the tasks
+reach through SPARK_REMOTE. MinIO and the standalone Spark master and worker are skipped
+(compose.SKIPPED says why: the Connect server runs its executors in local mode). (On Airflow 3.3+ a human-in-the-loop task waits in
 `awaiting_input` and the answer's REST handler resumes it; the triggerer runs deferred tasks
 and keeps the health page green.)
 
@@ -38,7 +39,7 @@ from pathlib import Path
 from unittest import mock
 from urllib.parse import urlsplit
 
-from tests.support import compose
+from tests.support import compose, spark_connect
 from tests.support.airflow_api import AIRFLOW, AirflowApiServer
 from tests.support.mlflow_server import REPO, Server
 from tests.support.postgres import Postgres
@@ -47,8 +48,6 @@ from tests.support.processes import free_port, spawn, stop_group, tail
 USERS_PY = REPO / "mlflow_server" / "users.py"
 VIEWER_USER = "viewer"              # users.py setup-team's default
 IMAGE_AIRFLOW_HOME = "/opt/airflow"  # the apache/airflow image's AIRFLOW_HOME: dags/, plugins/, logs/
-# The caller's settings that would point a process elsewhere (the Makefile exports some).
-_FOREIGN = ("AIRFLOW", "MLFLOW_", "AUTOML_", "SPARK_", "PYSPARK_")
 # Arguments the stack adds to compose's commands, and why.
 EXTRA_ARGS = {
     # Their log servers bind every interface; the api-server reads task logs from the shared folder.
@@ -104,7 +103,7 @@ class Stack:
 def _test_settings(loop: compose.Loopback, root: Path) -> dict[str, str]:
     """What the stack adds to compose's Airflow settings (none of them is a compose setting): where
     the local processes find the image's folders (by compose's mounts), a 2-core host's timeouts."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
+    base = compose.own_environment()
     venv_bin = str(Path(sys.executable).parent)
     mounted = {name: str(loop.path("airflow-apiserver", f"{IMAGE_AIRFLOW_HOME}/{name}"))
                for name in ("dags", "plugins", "logs")}
@@ -133,7 +132,7 @@ def _test_settings(loop: compose.Loopback, root: Path) -> dict[str, str]:
 def airflow_env(loop: compose.Loopback, root: Path, service: str = "airflow-apiserver") -> dict[str, str]:
     """An Airflow service's environment: compose's (mapped onto loopback) plus the test's settings."""
     settings, from_compose = _test_settings(loop, root), loop.env(service, "airflow")
-    added = {k for k in settings if k not in os.environ or k.startswith(_FOREIGN)}
+    added = {k for k in settings if k not in os.environ or k.startswith(compose.FOREIGN_SETTINGS)}
     clash = sorted(added & set(compose.service_env(loop.config, service)))
     if clash:
         raise RuntimeError(f"compose now sets {clash} for {service}: the stack must take them from compose")
@@ -264,6 +263,15 @@ class _Services:
         # The api-server's env: compose's, plus the auth manager and JWT secret every component shares.
         self.processes[name] = spawn(command, self.logs / f"{name}.log", env=self.api.env, cwd=self.root)
         self.cleanup.callback(stop_group, self.processes[name], 30)
+
+    def start_spark_connect(self):
+        self.connect, self.connect_env = spark_connect.start(self.loop, self.logs)
+        self.processes["spark-connect"] = self.connect
+        self.cleanup.callback(stop_group, self.connect)
+
+    def wait_spark_connect(self):
+        spark_connect.wait_healthy(self.loop, self.connect, self.connect_env,
+                                   self.logs / "spark-connect.log", self.timeout_s)
 
     def start_airflow_scheduler(self):
         self._airflow_process("airflow-scheduler")

@@ -29,6 +29,21 @@ def names_for(task: str, *, poc_default: bool = False) -> tuple[str, ...]:
     return tuple(a.name for a in REGISTERED if a.fits(task) and (a.poc_default or not poc_default))
 
 
+def connect_refusal(names, *, data_parallel: bool = False) -> str | None:
+    """Why these algorithms cannot be tuned through Spark Connect (SPARK_REMOTE), or None.
+    `data_parallel`: on the data-parallel training path (its trainers have limits of their own)."""
+    for name in names:
+        algorithm = get(name)
+        trainer = algorithm.data_parallel if data_parallel else None
+        why, fix = algorithm.connect_refusal, "leave it out"
+        if not why and trainer is not None and trainer.connect_refusal:
+            why, fix = f"its data-parallel trainer: {trainer.connect_refusal}", "use `training: per_trial`"
+        if why:
+            return (f"algorithm {name!r} cannot run through Spark Connect (SPARK_REMOTE): {why}; {fix}, "
+                    "or run with SPARK_MASTER set and SPARK_REMOTE unset (docs/spark-connect.md)")
+    return None
+
+
 def data_parallel_names() -> tuple[str, ...]:
     """The algorithms with a data-parallel path (their family's `DataParallel`)."""
     return tuple(a.name for a in REGISTERED if a.data_parallel is not None)

@@ -48,6 +48,7 @@ class DataParallel:
     from_bytes: Callable              # bytes -> booster
     predict: Callable                 # (booster, X) -> its output (binary: P(class 1))
     to_estimator: Callable            # (booster, task, params, n_classes) -> the model `fit` returns
+    connect_refusal: str = ""         # why `fit` cannot run through Spark Connect ("" when it can)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +73,7 @@ class Algorithm:
     importance: Callable | None = None    # (model, feature names, categorical) -> {feature: importance}
     shap: Callable | None = None          # (model, X) -> TreeSHAP contributions, bias last, per class
     data_parallel: DataParallel | None = None
+    connect_refusal: str = ""         # why it cannot run through Spark Connect ("" when it can)
 
     @property
     def library(self) -> str:

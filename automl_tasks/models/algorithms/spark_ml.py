@@ -234,7 +234,9 @@ def _algorithm(name: str, estimators: tuple[str, str], space: dict, defaults: di
         space=space, defaults=defaults,
         # Measured on a shared 2-core machine (bench/RESULTS.md): one trial (3 folds on the driver)
         # with its refit takes ~30-40 s.
-        min_seconds=40.0, fits_on_driver=True, importance=importance)
+        min_seconds=40.0, fits_on_driver=True, importance=importance,
+        connect_refusal="its models are Spark ML pipelines, saved and logged (mlflow.spark) through "
+                        "the driver's JVM")
 
 
 SPARK_LINEAR = _algorithm(

@@ -149,5 +149,6 @@ XGBOOST = Algorithm(
               "colsample_bytree": 1.0, "min_child_weight": 1.0},
     min_seconds=10.0,
     importance=importance, shap=shap,
-    data_parallel=DataParallel(fit_data_parallel, to_bytes, from_bytes, booster_predict, to_estimator),
+    data_parallel=DataParallel(fit_data_parallel, to_bytes, from_bytes, booster_predict, to_estimator,
+                               connect_refusal="xgboost.spark reads the driver's SparkContext"),
 )
