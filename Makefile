@@ -14,7 +14,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AUTOML_SPECS_DIR ?= $(CURDIR)/specs
 
-.PHONY: demo test install check-java lock clean
+.PHONY: demo stack-demo test install check-java lock clean
 
 $(BIN)/activate:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -34,11 +34,14 @@ check-java:
 	  echo "error: Spark needs Java 17+ (found: $${v:-none}); e.g. apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
 
 # The monthly DAG, in-process (dag.test), backfilling DEMO_MONTHS of the demo data in
-# auto mode (the demo's concept shift is at 2018-07), then the last month once more with
-# develop vs master. The specs come from a generated git repo: master = specs/loan_default.yaml,
+# auto mode, then the last month once more with develop vs master. The demo's concept shift
+# is at 2018-07, its covariate shift in DEMO_COVARIATE_SHIFT; the spec's labels arrive two
+# months late, so each run monitors its month and evaluates the one two months before, and
+# the month table shows each month's estimated and realized AUC. The specs come from a generated git repo: master = specs/loan_default.yaml,
 # develop = the same plus two bureau features. Last, a feature ablation of the bureau table
 # (planted: two useful columns, two noise columns, one leaky column).
 DEMO_MONTHS ?= 2018-01 2018-02 2018-03 2018-04 2018-05 2018-06 2018-07 2018-08 2018-09 2018-10
+DEMO_COVARIATE_SHIFT ?= 2018-03,2018-04
 DEMO_REPO := $(DEMO_DATA)/specs_repo
 DEMO_LOG := $(AUTOML_HOME)/demo.log
 demo: export AUTOML_SPECS_DIR := $(DEMO_REPO)/specs
@@ -48,7 +51,8 @@ demo: export AUTOML_FIRST_MONTH := $(firstword $(DEMO_MONTHS))
 demo: export AUTOML_MAX_CATCHUP_MONTHS := 1200
 demo: export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 demo: install
-	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA) --specs-repo $(DEMO_REPO) --spec specs/loan_default.yaml
+	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA) --covariate-shift $(DEMO_COVARIATE_SHIFT) \
+	  --specs-repo $(DEMO_REPO) --spec specs/loan_default.yaml
 	@$(BIN)/airflow db migrate >/dev/null
 	@# A month's run starts when the month is over: logical date = the first day of the next month.
 	@dates=""; for month in $(DEMO_MONTHS); do \
@@ -58,7 +62,7 @@ demo: install
 	  || { tail -50 $(DEMO_LOG); exit 1; }; \
 	sed -nE 's/^RESULT \{"logical_date": "([^"]*)", "state": "([^"]*)".*/  run at \1 (for the month before): \2/p' $(DEMO_LOG)
 	@last=$(lastword $(DEMO_MONTHS)); \
-	echo "develop vs master on $$last (the month re-run reuses its runs; log: $(DEMO_LOG:.log=-branches.log))"; \
+	echo "develop vs master in the run for $$last (on the month it evaluates: the re-run reuses its runs; log: $(DEMO_LOG:.log=-branches.log))"; \
 	$(BIN)/python scripts/run_dag.py monthly_retrain --date $$(date -u -d "$$last-01 +1 month" +%Y-%m-01T00:00:00+00:00) \
 	  --conf '{"promotion": "auto", "refs": "develop,master"}' > $(DEMO_LOG:.log=-branches.log) 2>&1 \
 	  || { tail -50 $(DEMO_LOG:.log=-branches.log); exit 1; }; \
@@ -85,6 +89,13 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# The compose stack's first run (README, "Deploying"), after `docker compose up -d`: the demo
+# data in ./demo_data (mounted where specs/loan_default.yaml reads it), then two months of that
+# spec through the Airflow REST API, as the admin of .env.
+stack-demo: install
+	$(BIN)/automl-tasks demo-data --out $(DEMO_DATA) >/dev/null
+	$(BIN)/python scripts/stack_demo.py --env-file .env
+
 # Re-pin after changing dependencies in pyproject.toml.
 lock: $(BIN)/activate
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
@@ -93,4 +104,6 @@ lock: $(BIN)/activate
 	  $(BIN)/uv pip freeze --python $(BIN)/python | grep -v -E '^(-e |automl-tasks|uv==|pip==)'; } > constraints.txt
 
 clean:
-	rm -rf $(AUTOML_HOME) $(DEMO_DATA) spark-warehouse
+	rm -rf $(AUTOML_HOME) spark-warehouse
+	# demo_data/ itself stays (its README is tracked: docker compose bind-mounts the folder).
+	if [ -d $(DEMO_DATA) ]; then find $(DEMO_DATA) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +; fi

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -45,6 +44,18 @@ def _cmd_compare_deployments(args) -> dict:
     from automl_tasks.spec import load_spec
 
     return compare_deployments(load_spec(args.spec), args.month, branches=tuple(args.branches.split(",")))
+
+
+def _cmd_score(args) -> dict:
+    from automl_tasks.pipelines.scoring import score_month
+    from automl_tasks.spec import load_spec
+
+    return score_month(load_spec(args.spec), args.month, version=args.version, out=args.out)
+
+
+def _show_score(result: dict) -> None:
+    print(f"{result['model']} v{result['version']} scored {result['rows']} rows of {result['month']}: "
+          f"{result['path']} ({', '.join(result['columns'])})")
 
 
 def _cmd_decisions(args) -> dict:
@@ -110,7 +121,7 @@ def _cmd_history(args) -> dict:
 
         return {"model": args.model, "champion": current_champion(args.model),
                 "aliases": [row.to_json() for row in alias_ledger(args.model)]}
-    from automl_tasks.pipelines.month_runs import history
+    from automl_tasks.pipelines.history import history
 
     rows = history(args.model)
     return {"model": args.model, "metric": rows[0]["metric"] if rows else None, "months": rows}
@@ -141,7 +152,7 @@ def _show_history(result: dict) -> None:
         print(f"alias ledger of {result['model']} (every move of `champion`, and refused rollbacks):")
         print(format_ledger([AliasMove(**row) for row in result["aliases"]], result["champion"]))
         return
-    from automl_tasks.pipelines.month_runs import format_history
+    from automl_tasks.pipelines.history import format_history
 
     print(format_history(result["months"], result["metric"] or "metric"))
 
@@ -174,18 +185,33 @@ def _cmd_poc(args) -> dict:
                          algorithms=args.algorithms.split(",") if args.algorithms else None,
                          validation=args.validation, name=args.name, seed=args.seed,
                          max_trials=args.max_trials)
-    return run_poc(request, started=args.started)
+    try:
+        return run_poc(request, started=args.started)
+    except SystemExit as stop:
+        if stop.code != STOPPED:
+            raise
+        # Unwound: the run ended FAILED, the outputs removed, the jobs cancelled. Exit now: the
+        # interpreter's exit would join the search's worker threads, each waiting on a Spark call.
+        print("stopped by SIGTERM", file=sys.stderr, flush=True)
+        os._exit(STOPPED)
+
+
+STOPPED = 128 + 15          # the exit status after SIGTERM
 
 
 def _stop_on_sigterm() -> None:
     """SIGTERM (a scheduler's kill, `timeout`) unwinds like an error: the MLflow run ends FAILED,
-    Spark jobs are cancelled and the process exits with nothing left running."""
+    Spark jobs are cancelled and the process exits with nothing left running. SIGUSR1 prints
+    every thread's stack to stderr (what a stuck process is doing)."""
+    import faulthandler
     import signal
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    if sys.__stderr__ is not None:      # the process's own stderr: sys.stderr may be captured or redirected
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
 
 def _show_poc(result: dict) -> None:
@@ -193,52 +219,6 @@ def _show_poc(result: dict) -> None:
     print(f"PoC run {result['run_id']} in experiment {result['experiment']} ({result['task_note']}); "
           f"best {best['algorithm']} {best['metric']}={best['value']:.5f}; re-run it with "
           f"`automl-tasks tune --spec {best['spec']}`; outputs in {result['outputs']['dir']}")
-
-
-def _cmd_demo_data(args) -> dict:
-    from automl_tasks.data.demo import write_demo_data
-
-    if args.specs_repo:
-        _check_specs_repo(args.specs_repo, args.spec)       # before anything is written
-    written = write_demo_data(args.out, n_months=args.months, rows_per_month=args.rows_per_month,
-                              seed=args.seed, fmt=args.format)
-    if args.specs_repo:
-        written["specs_repo"] = _demo_specs_repo(args.specs_repo, args.spec, written)
-    return written
-
-
-DEMO_REPO_MARKER = ".automl-demo-repo"
-
-
-def _check_specs_repo(repo: str, spec_file: str | None) -> None:
-    from automl_tasks.errors import SpecError
-
-    if not spec_file:
-        raise SpecError("--specs-repo needs --spec: the spec to commit on master")
-    folder = Path(repo)
-    if folder.exists() and any(folder.iterdir()) and not (folder / DEMO_REPO_MARKER).exists():
-        raise SpecError(f"--specs-repo {repo} exists and was not written by demo-data; "
-                        "remove it or pick another folder")   # never delete a folder we did not write
-
-
-def _demo_specs_repo(repo: str, spec_file: str, written: dict) -> dict:
-    """master: the given spec on the demo data; develop: the same plus the bureau features."""
-    import shutil
-
-    import yaml
-
-    from automl_tasks.data.demo import develop_variant, write_specs_repo
-
-    master = yaml.safe_load(open(spec_file))
-    master["data"] = {**master["data"], "source": written["loans"]}
-    folder, marker = Path(repo), Path(repo) / DEMO_REPO_MARKER
-    if folder.exists():
-        shutil.rmtree(folder)      # generated by an earlier demo-data (checked above)
-    name = f"specs/{Path(spec_file).name}"
-    commits = write_specs_repo(folder, name, {"master": master,
-                                              "develop": develop_variant(master, written["bureau"])})
-    marker.touch()
-    return {"path": str(folder.resolve()), "spec": name, "commits": commits}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument("--branches", default="develop,master", help="candidate,baseline branch tags")
     deployments.add_argument("--json", action="store_true")
     deployments.set_defaults(run=_cmd_compare_deployments)
+
+    score = sub.add_parser("score", help="write the champion's predictions for one month as a parquet "
+                                         "partition (<out>/<model>/month=YYYY-MM/)")
+    score.add_argument("--spec", required=True, help="model spec YAML (names the model and the data)")
+    score.add_argument("--month", required=True, help="the month to score, YYYY-MM (labels not needed)")
+    score.add_argument("--version", help="score with this model version (default: the champion)")
+    score.add_argument("--out", help="predictions folder (default AUTOML_PREDICTIONS_DIR, else "
+                                     "$AUTOML_DATA_DIR/predictions, else $AUTOML_HOME/predictions)")
+    score.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    score.set_defaults(run=_cmd_score, show=_show_score)
 
     decisions = sub.add_parser("decisions", help="promotion decisions and the current champion of a model")
     decisions.add_argument("--model", required=True, help="registered model name (the spec's name)")
@@ -356,17 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     poc.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     poc.set_defaults(run=_cmd_poc, show=_show_poc)
 
-    demo = sub.add_parser("demo-data", help="generate the demo data set (deterministic by seed)")
-    demo.add_argument("--out", required=True)
-    demo.add_argument("--months", type=int, default=24)
-    demo.add_argument("--rows-per-month", type=int, default=2000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--format", choices=["parquet", "csv"], default="parquet")
-    demo.add_argument("--specs-repo", help="also write a git repo of specs: master = --spec on this data, "
-                                           "develop = the same plus the bureau features")
-    demo.add_argument("--spec", help="the spec to commit on master (with --specs-repo)")
-    demo.add_argument("--json", action="store_true")
-    demo.set_defaults(run=_cmd_demo_data)
+    from automl_tasks.data import demo_command
+
+    demo_command.add_parser(sub)
     return parser
 
 

@@ -57,6 +57,13 @@ def staging_dir() -> Path:
     return path
 
 
+def predictions_dir() -> Path:
+    """Where batch scoring writes (docs/scoring.md): AUTOML_PREDICTIONS_DIR, default
+    `<AUTOML_DATA_DIR, else AUTOML_HOME>/predictions`."""
+    root = os.environ.get("AUTOML_DATA_DIR") or home()
+    return Path(os.environ.get("AUTOML_PREDICTIONS_DIR") or Path(root) / "predictions")
+
+
 def mlflow_ui_url() -> str | None:
     """Base URL of the MLflow UI for links: AUTOML_MLFLOW_UI_URL, else an http(s) tracking URI."""
     url = url_setting("AUTOML_MLFLOW_UI_URL") or tracking_uri()

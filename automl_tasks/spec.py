@@ -145,6 +145,12 @@ class MonitoringSpec(_Strict):
     max_degradation: float = Field(0.02, ge=0.0, allow_inf_nan=False)
 
 
+class LabelsSpec(_Strict):
+    # Months between a month's end and its labels' arrival. N > 0: the run for month M monitors M
+    # (drift, prediction drift, estimated metric) and evaluates M - N, the newest labelled month.
+    delay_months: int = Field(0, ge=0, le=24)
+
+
 class AblationSpec(_Strict):
     """Feature ablation studies (automl_tasks.ablation): what to try and when to adopt."""
     candidates: list[str] = []       # columns to try one at a time (in the data or in `tables`)
@@ -169,6 +175,7 @@ class ModelSpec(_Strict):
     algorithms: dict[str, AlgorithmSpec]
     promotion: PromotionSpec = PromotionSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    labels: LabelsSpec = LabelsSpec()
     ablation: AblationSpec = AblationSpec()
     impute: Literal["median", "mean", "none"] = "median"
     # How trials train: per_trial (each task its own copy of the window), data_parallel (each

@@ -33,17 +33,15 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from automl_notify import notify_alerts, on_step_failure      # plugins/: mail and Slack (docs/notifications.md)
 from champion_assets import CHAMPION_MOVES, champion_asset   # plugins/: what a promotion updates
-from dag_helpers import fail_at_once, respondent, retry_settings
+from dag_helpers import (first_month, no_retry_on_bad_input, respondent, retry_settings, spark_task,
+                         spec_and_month_params, step_timeout)
 from month_runs import MonthRuns          # plugins/: run ids that name the month
-
-from automl_tasks.data import months     # standard library only: safe at parse time
 
 SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
 SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the specs, for develop vs master
 # The first month the schedule (catchup) builds: the deployment's AUTOML_FIRST_MONTH; unset, the
 # current month (no history). At most AUTOML_MAX_CATCHUP_MONTHS (12) back: further is moved up, logged.
-FIRST_MONTH = months.first_scheduled(os.environ.get("AUTOML_FIRST_MONTH"),
-                                     os.environ.get("AUTOML_MAX_CATCHUP_MONTHS"), pendulum.now("UTC").date())
+FIRST_MONTH = first_month()
 APPROVE, REJECT = "Approve", "Reject"
 DECIDE = "per_spec.decide"          # its XCom: the month's result, what the approval shows
 APPROVAL = "per_spec.approve_challenger"
@@ -52,10 +50,9 @@ APPROVAL = "per_spec.approve_challenger"
 # dag_helpers.retry_settings. execution_timeout: the tuning (and a spec's ablation) fit models;
 # the other steps read, score and log.
 TUNE_TIMEOUT = timedelta(hours=float(os.environ.get("AUTOML_TUNE_TIMEOUT_HOURS", "6")))
-STEP_TIMEOUT = timedelta(hours=float(os.environ.get("AUTOML_STEP_TIMEOUT_HOURS", "1")))
+STEP_TIMEOUT = step_timeout()
 # The pool of the tasks that may start a Spark driver; its size caps the drivers across all runs.
-SPARK_POOL = os.environ.get("AUTOML_SPARK_POOL", "default_pool")
-SPARK_TASK = {"pool": SPARK_POOL, "max_active_tis_per_dagrun": 1}   # one spec's step at a time in a run
+SPARK_TASK = spark_task()
 LONG_STEPS = ("ablation", "tune")
 
 
@@ -71,13 +68,6 @@ LABEL = "{{ automl_label | default('') }}"
 def _label(name: str, month: str) -> None:
     """Name this mapped task instance in the grid (its map_index_template renders LABEL)."""
     get_current_context()["automl_label"] = f"{name} {month}"
-
-
-def _no_retry_on_bad_input():
-    """A DataError or SpecError is the input's fault: retrying cannot fix it."""
-    from automl_tasks.errors import DataError, SpecError
-
-    return fail_at_once(DataError, SpecError)
 
 
 def _show_links(ti, result: dict) -> None:
@@ -141,7 +131,7 @@ def _run_step(name: str, state: dict) -> dict:
 
     tracking.configure()        # this task's process talks to the configured MLflow store
     _label(state["name"], state["month"])
-    with _no_retry_on_bad_input(), stderr_as_info():
+    with no_retry_on_bad_input(), stderr_as_info():
         return getattr(steps, name)(state, steps.context(state))
 
 
@@ -165,7 +155,7 @@ def check(spec_path: str, params=None, data_interval_start=None, run_id=None, ti
     from automl_tasks.spec import load_spec
 
     month = _month(params, data_interval_start)
-    with _no_retry_on_bad_input():
+    with no_retry_on_bad_input():
         spec = load_spec(spec_path)
     _label(spec.name, month)
     state = _run_step("check", steps.start(spec, month, mode=params.get("promotion"), dag_run_id=run_id))
@@ -207,10 +197,7 @@ def _show_month_run(ti, state: dict) -> None:
     default_args={**retry_settings(), "on_failure_callback": on_step_failure},
     tags=["automl", "monthly"],
     params={
-        "spec": Param(None, type=["null", "string"],
-                      description="One spec file (under the specs folder); empty: every spec"),
-        "month": Param(None, type=["null", "string"], pattern=months.PATTERN,
-                       description="YYYY-MM; empty: the month the run covers (its data interval)"),
+        **spec_and_month_params(),
         "promotion": Param(None, type=["null", "string"], enum=[None, "auto", "manual", "shadow"],
                            description="Override the spec's promotion.mode"),
         "refs": Param(os.environ.get("AUTOML_COMPARE_REFS"), type=["null", "string"],
@@ -224,7 +211,7 @@ def monthly_retrain():
     def list_specs(params=None) -> list[str]:
         from automl_tasks.paths import specs_in
 
-        with _no_retry_on_bad_input():
+        with no_retry_on_bad_input():
             return specs_in(SPECS_DIR, params.get("spec"))
 
     @task_group
@@ -282,11 +269,15 @@ def monthly_retrain():
             if inside.startswith(".."):
                 raise AirflowSkipException(f"{spec_path} is not inside AUTOML_SPECS_REPO {SPECS_REPO}")
             from automl_tasks.pipelines.branches import compare_branches
+            from automl_tasks.pipelines.monthly.steps import evaluated_month
             from automl_tasks.progress import stderr_as_info
             from automl_tasks.registry import links
+            from automl_tasks.spec import load_spec
 
-            with _no_retry_on_bad_input(), stderr_as_info():
-                result = compare_branches(SPECS_REPO, inside, _month(params, data_interval_start),
+            with no_retry_on_bad_input(), stderr_as_info():
+                # Compared on the month the run evaluates: the newest with labels (labels.delay_months).
+                month = evaluated_month(load_spec(spec_path), _month(params, data_interval_start))
+                result = compare_branches(SPECS_REPO, inside, month,
                                           refs=tuple(params["refs"].split(",")), dag_run_id=run_id)
             ti.xcom_push(links.XCOM_KEY, links.task_links(result["run_id"]))
             return result

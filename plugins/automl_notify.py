@@ -6,15 +6,15 @@
     @task(on_failure_callback=on_step_failure)  # on the steps: a message when one fails for good
 
 What is sent, when: one message per alert kind of the month's result (`degraded`, `drift`,
-`approval_waiting`; the text: automl_tasks.monitoring.messages), and one `failed` message when a
-step fails for good (its last try; a try that will be retried is not reported). Each message
-goes through every configured channel: SMTP (`SmtpNotifier`, providers-smtp) and Slack
-(`SlackWebhookNotifier`, providers-slack, an Incoming Webhook).
+`estimate_missed`, `approval_waiting`; the text: automl_tasks.monitoring.messages), and one
+`failed` message when a step fails for good (its last try; a try that will be retried is not
+reported). Each message goes through every configured channel: SMTP (`SmtpNotifier`,
+providers-smtp) and Slack (`SlackWebhookNotifier`, providers-slack, an Incoming Webhook).
 
 Deployment settings (environment; docs/notifications.md), read at each call:
 
     AUTOML_NOTIFY             channels, comma-separated: smtp, slack. Empty or unset: no notification.
-    AUTOML_NOTIFY_KINDS       which messages (default all): degraded,drift,approval_waiting,failed
+    AUTOML_NOTIFY_KINDS       which messages (default all): degraded,drift,estimate_missed,approval_waiting,failed
     AUTOML_NOTIFY_SMTP_CONN   Airflow connection id of the SMTP server (default smtp_default)
     AUTOML_NOTIFY_EMAIL_TO    recipients, comma-separated (required with smtp)
     AUTOML_NOTIFY_EMAIL_FROM  sender (default: the connection's extra `from_email`)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SMTP, SLACK = "smtp", "slack"
 CHANNELS = (SMTP, SLACK)
-KINDS = ("degraded", "drift", "approval_waiting", "failed")
+KINDS = ("degraded", "drift", "estimate_missed", "approval_waiting", "failed")
 XCOM_KEY = "automl_notifications"
 
 

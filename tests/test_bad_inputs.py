@@ -62,6 +62,14 @@ def _null_labels(df):
     return df
 
 
+def _labels_not_landed(df):
+    """The newest month's labels mostly still missing: 120 of its 150 rows."""
+    df = df.copy()
+    df["default"] = df["default"].astype("float")
+    df.loc[df.index[df["month"] == "2018-07"][:120], "default"] = None
+    return df
+
+
 def _nan_labels(df):
     df = df.copy()
     df["default"] = df["default"].astype("float")
@@ -101,7 +109,10 @@ def _tiny(df):
 
 CASES = [
     # (id, frame transform, spec override, month, error class, expected message part)
-    ("null label", _null_labels, {}, "2018-07", DataError, "label 'default' is missing (null or NaN) in 2 rows (months: 2018-04, 2018-07)"),
+    ("null label", _null_labels, {}, "2018-07", DataError,
+     "label 'default' is missing (null or NaN) in 2 rows (2018-04: 1 of 150 (0.7%), 2018-07: 1 of 150 (0.7%)); if they arrive months late, set labels.delay_months"),
+    ("labels not landed", _labels_not_landed, {"labels": {"delay_months": 1}}, "2018-07", DataError,
+     "label 'default' is missing (null or NaN) in 120 rows (2018-07: 120 of 150 (80.0%)); labels arrive later than the spec says: raise labels.delay_months"),
     ("NaN label", _nan_labels, {}, "2018-07", DataError, "label 'default' is missing (null or NaN) in 1 rows"),
     ("one class", _one_class, {}, "2018-07", DataError, "label 'default' has a single class ('0')"),
     ("unknown feature", None, {"features": ["income", "salary"]}, "2018-07", DataError,

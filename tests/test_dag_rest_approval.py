@@ -47,6 +47,10 @@ WAIT_PASSES = 3                  # passes of that loop that must go by with no a
 WAIT_PASSES_TIMEOUT_S = 300      # they come a second apart: only a hung run takes this long
 
 
+# The approval path is under test, not the search: one config of one algorithm keeps each month short.
+ONE_CONFIG = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [30]}}}
+
+
 @pytest.fixture(scope="module")
 def api(airflow_env, tmp_path_factory):
     with airflow_api_server(airflow_env, tmp_path_factory.mktemp("airflow-api")) as server:
@@ -56,7 +60,8 @@ def api(airflow_env, tmp_path_factory):
 @pytest.fixture(scope="module")
 def specs_dir(demo_dir, tmp_path_factory):
     specs = tmp_path_factory.mktemp("rest-specs")
-    raw = spec_dict("binary", name=MODEL, segment="segment", data={"source": str(demo_dir / "loans")})
+    raw = spec_dict("binary", name=MODEL, segment="segment", algorithms=ONE_CONFIG,
+                    data={"source": str(demo_dir / "loans")})
     (specs / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
     return specs
 
@@ -309,7 +314,7 @@ def test_an_unanswered_approval_is_rejected_when_it_times_out(api, dag_env, mlfl
     default (Reject), the run goes on, and the decision says it was the timeout, not a person."""
     specs = tmp_path / "specs"
     specs.mkdir()
-    raw = spec_dict("binary", name=TIMEOUT_MODEL, data={"source": str(demo_dir / "loans")},
+    raw = spec_dict("binary", name=TIMEOUT_MODEL, algorithms=ONE_CONFIG, data={"source": str(demo_dir / "loans")},
                     promotion={"mode": "manual", "approval_timeout_hours": 0.005})   # 18 s
     (specs / f"{TIMEOUT_MODEL}.yaml").write_text(yaml.safe_dump(raw))
     env = {**dag_env, "AUTOML_SPECS_DIR": str(specs), "AUTOML_HOME": str(tmp_path / "home")}

@@ -3,6 +3,7 @@ mode, answered over the REST API, is in test_dag_rest_approval.py)."""
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from mlflow import MlflowClient
 
 from automl_tasks.data.demo import develop_variant, write_specs_repo
 from automl_tasks.data.months import Month
-from automl_tasks.pipelines import month_runs
+from automl_tasks.pipelines import history, month_runs
 from automl_tasks.registry import promotion
 from tests.support.dags import dag_env, run_dag
 from tests.support.gateway import flaky_gateway
@@ -35,7 +36,7 @@ def test_dag_files_parse_without_heavy_imports(airflow_env):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     dag_ids, heavy = (json.loads(line.replace("'", '"')) for line in out.stdout.strip().splitlines()[-2:])
-    assert {"monthly_retrain", "score_new_champion"} <= set(dag_ids)
+    assert {"monthly_retrain", "score_new_champion", "batch_score"} <= set(dag_ids)
     assert heavy == []
 
 
@@ -187,36 +188,48 @@ def test_a_step_failing_on_a_transient_fault_is_retried_alone(airflow_env, demo_
     assert decision.month == "2017-10" and decision.status == "approved" and decision.decided_by == "policy:auto"
 
 
-def test_the_shift_month_mails_the_degraded_champion(airflow_env, tmp_path, tracking):
-    """The demo data's concept shift at 2018-07 (as `make demo` generates it, fewer months): the
-    month's decide task mails a `degraded` alert naming the model, month, the champion's metric
-    with its CI against its reference, and the delta; the month before raised none."""
+def test_the_shift_month_mails_the_degraded_champion_and_the_missed_estimate(airflow_env, tmp_path, tracking):
+    """The demo data's concept shift at 2018-07 (as `make demo` generates it, fewer months), with
+    labels a month late: the run for 2018-07 estimates 2018-07 without its labels, the run for
+    2018-08 evaluates it, and its decide task mails a `degraded` alert (the champion's metric
+    with its CI against its reference, and the delta) and an `estimate_missed` one (the estimate
+    made a month earlier against the realized value); the months before raised neither."""
     from automl_tasks.data.demo import write_demo_data
 
-    write_demo_data(tmp_path / "demo", n_months=7, start="2018-01", shift_month="2018-07")
+    write_demo_data(tmp_path / "demo", n_months=8, start="2018-01", shift_month="2018-07")
     specs = tmp_path / "specs"
     specs.mkdir()
     xgboost_only = {"xgboost": {"search": "grid", "space": {"max_depth": [3], "n_estimators": [60]}}}
     (specs / "dag_shift.yaml").write_text(json.dumps(spec_dict(
-        "binary", name="dag_shift", algorithms=xgboost_only, data={"source": str(tmp_path / "demo" / "loans")})))
+        "binary", name="dag_shift", algorithms=xgboost_only, labels={"delay_months": 1},
+        data={"source": str(tmp_path / "demo" / "loans")})))
     with smtp_server() as mail:
         env = dag_env(airflow_env, tracking, AUTOML_SPECS_DIR=str(specs), AUTOML_FIRST_MONTH="2018-06",
-                      AUTOML_NOTIFY="smtp", AUTOML_NOTIFY_KINDS="degraded",
+                      AUTOML_NOTIFY="smtp", AUTOML_NOTIFY_KINDS="degraded,estimate_missed",
                       AUTOML_NOTIFY_EMAIL_TO="ml-team@example.org", AIRFLOW_CONN_SMTP_DEFAULT=mail.connection())
-        results = run_dag("monthly_retrain", ["2018-07-01T00:00:00+00:00", "2018-08-01T00:00:00+00:00"],
+        results = run_dag("monthly_retrain", [f"2018-{m:02d}-01T00:00:00+00:00" for m in (7, 8, 9)],
                           {"promotion": "auto"}, env)
-        mails = mail.wait_for(1, timeout_s=5)
-    assert [r["state"] for r in results] == ["success", "success"], results
-    rows = {r["month"]: r for r in month_runs.history("dag_shift")}
-    assert rows["2018-06"]["alerts"] == [] and "degraded" in rows["2018-07"]["alerts"], rows
+        mails = mail.wait_for(2, timeout_s=5)
+    assert [r["state"] for r in results] == ["success"] * 3, results
+    rows = {r["month"]: r for r in history.history("dag_shift")}
+    assert sorted(rows) == ["2018-05", "2018-06", "2018-07", "2018-08"]   # 2018-08: monitored only
+    assert rows["2018-05"]["alerts"] == rows["2018-06"]["alerts"] == [], rows
+    assert {"degraded", "estimate_missed"} <= set(rows["2018-07"]["alerts"]), rows
+    assert rows["2018-08"]["decision"] == "labels pending" and rows["2018-08"]["realized"] is None
     version = rows["2018-07"]["champion"]
-    assert [m["Subject"] for m in mails] == [f"[automl] dag_shift 2018-07: the champion degraded (v{version})"]
+    estimated = rows["2018-07"]["estimated"]
+    assert [m["Subject"] for m in mails] == [f"[automl] dag_shift 2018-07: the champion degraded (v{version})",
+                                            "[automl] dag_shift 2018-07: the realized metric fell outside its estimate"]
     client = MlflowClient(tracking)
-    health = month_runs.recorded(client, client.get_run(rows["2018-07"]["run_id"])).health
+    record = month_runs.recorded(client, client.get_run(rows["2018-07"]["run_id"]))
+    health = record.health
     body = body_text(mails[0])
     assert (f"champion v{version} areaUnderROC {health['value']:.4f} "
             f"[95% CI {health['ci_low']:.4f}, {health['ci_high']:.4f}] against {health['reference']:.4f}") in body
     assert f"delta {health['value'] - health['reference']:+.4f}" in body
+    assert (f"dag_shift 2018-07: v{estimated['version']}'s realized areaUnderROC {rows['2018-07']['realized']:.4f} "
+            f"lies outside the estimate made before its labels landed, {estimated['value']:.4f}") in html.unescape(
+        body_text(mails[1]))
 
 
 def test_the_dag_runs_every_step_of_the_library_in_order():

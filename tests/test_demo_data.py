@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from automl_tasks.data.demo import (
+    COVARIATE_SHIFT,
     DEFAULT_SHIFT_MONTH,
     LATE_PURPOSE,
     generate_bureau,
@@ -111,6 +112,29 @@ def test_late_purpose_only_in_late_months(loans):
 def test_shift_month_outside_range_is_rejected_by_name(bad):
     with pytest.raises(ValueError, match=bad):
         generate_loans(24, 10, shift_month=bad)
+
+
+def test_covariate_shift_raises_debt_ratio_in_its_months_and_keeps_its_effect():
+    """Only the named month changes; its debt_ratio rises (clipped at 1.5) and, drawn from the same
+    uniforms with the same mechanism, every default stays a default and some rows newly default."""
+    plain = generate_loans(6, 400, start="2018-01", shift_month="2018-06", seed=2)
+    moved = generate_loans(6, 400, start="2018-01", shift_month="2018-06", covariate_months=["2018-03"], seed=2)
+    month = plain["month"] == "2018-03"
+    pdt.assert_frame_equal(plain[~month], moved[~month])
+    rise = (moved.loc[month, "debt_ratio"] - plain.loc[month, "debt_ratio"]).round(4)
+    assert rise.between(0, COVARIATE_SHIFT).all() and (rise == COVARIATE_SHIFT).mean() > 0.95   # clipped to [0, 1.5]
+    assert (moved.loc[month, "default"] >= plain.loc[month, "default"]).all()
+    assert moved.loc[month, "default"].sum() > plain.loc[month, "default"].sum()
+    pdt.assert_frame_equal(plain.loc[month].drop(columns=["debt_ratio", "default", "grade", "loss"]),
+                           moved.loc[month].drop(columns=["debt_ratio", "default", "grade", "loss"]))
+
+
+def test_a_covariate_month_outside_the_data_is_refused_by_name(tmp_path, capsys):
+    from automl_tasks.cli import main
+
+    assert main(["demo-data", "--out", str(tmp_path / "d"), "--months", "3", "--covariate-shift", "2030-01"]) == 2
+    assert "covariate_months: 2030-01 lies outside the generated months 2017-01..2017-03" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_default_shift_month_and_fallback():

@@ -194,7 +194,7 @@ def test_settings_from_the_environment_name_what_is_wrong():
     wrong = notify.settings({"AUTOML_NOTIFY": "smtp,teams", "AUTOML_NOTIFY_KINDS": "drift,weather"})
     assert wrong.channels == ("smtp",) and wrong.problems == (
         "AUTOML_NOTIFY names an unknown channel 'teams' (known: smtp, slack)",
-        "AUTOML_NOTIFY_KINDS names an unknown kind 'weather' (known: degraded, drift, approval_waiting, failed)",
+        "AUTOML_NOTIFY_KINDS names an unknown kind 'weather' (known: degraded, drift, estimate_missed, approval_waiting, failed)",
         "AUTOML_NOTIFY has smtp but AUTOML_NOTIFY_EMAIL_TO names no recipient")
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -303,7 +304,12 @@ def test_sigterm_mid_tuning_fails_the_run_and_leaves_no_process(tracking, poc_da
             assert time.monotonic() - waited < 600, tail(log)
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, tail(log)
+        try:
+            assert proc.wait(timeout=120) == 128 + signal.SIGTERM, tail(log)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)        # its threads' stacks, into the log
+            time.sleep(3)
+            pytest.fail(f"the PoC was still running 120 s after SIGTERM; its log ends:\n{tail(log, 20_000)}")
         gone = time.monotonic()
         while group_alive(proc.pid) and time.monotonic() - gone < 30:
             time.sleep(0.5)

@@ -72,6 +72,14 @@ NEW_RECORD = {
     "health": {"metric": "areaUnderROC", "value": 0.64, "ci_low": 0.6, "ci_high": 0.68, "reference": 0.75,
                "max_degradation": 0.02, "degraded": True},
     "alerts": [{"kind": "degraded", "message": "loans 2018-07: champion v1 areaUnderROC 0.6400 ..."}],
+    # labels.delay_months 2: the run for 2018-09 evaluated 2018-07 and monitored 2018-09.
+    "monitored": {"month": "2018-09", "drift": {"share_drifted": 0.2, "drifted_columns": ["income"]},
+                  "prediction_drift": {"score": 0.3, "drifted": False, "column": "score"},
+                  "estimated": {"metric": "areaUnderROC", "value": 0.71, "ci_low": 0.66, "ci_high": 0.76,
+                                "method": "cbpe", "rows": 400, "version": "1"}, "predictions": "scored"},
+    "estimate_check": {"month": "2018-07", "version": "1", "estimated_in": "abc",
+                       "estimated": {"value": 0.74, "ci_low": 0.7, "ci_high": 0.78, "method": "cbpe"},
+                       "realized": 0.64, "error": -0.1, "inside": False},
 }
 
 
@@ -87,7 +95,8 @@ def test_a_record_written_before_the_gates_window_and_baselines_still_loads_and_
     from automl_tasks.registry import summary
 
     old = {k: v for k, v in NEW_RECORD.items()
-           if k not in ("window", "fit_seconds", "duplicate_ids", "ablation", "health", "alerts")}
+           if k not in ("window", "fit_seconds", "duplicate_ids", "ablation", "health", "alerts", "monitored",
+                        "estimate_check")}
     old = {**old, "champion": None, "comparisons": [],
            "drift": {"share_drifted": 0.1, "drifted_columns": []},
            "policy": {"approve": True, "reasons": ["no champion yet"]},

@@ -22,6 +22,9 @@ WIDE_ENTRIES = {
     # Statistics with scikit-learn-style keyword-only settings (resamples, seed, confidence).
     "automl_tasks/evaluation/compare.py:compare_by_segment": "keyword-only statistical settings",
     "automl_tasks/evaluation/compare.py:paired_bootstrap": "keyword-only statistical settings",
+    "automl_tasks/monitoring/estimation.py:fit_estimator": "keyword-only reference data and statistical settings",
+    # MonthContext: the month's facts an earlier step recorded (fingerprint, monitored month), keyword-only.
+    "automl_tasks/pipelines/month_runs.py:__init__": "keyword-only facts of the month from the step state",
     # The barrier trainer's settings, all keyword-only (features, label, workers, classes, ...).
     "automl_tasks/models/lightgbm_distributed.py:train": "keyword-only trainer settings",
 }

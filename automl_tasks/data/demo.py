@@ -8,6 +8,9 @@ One loans table serves three specs (labels `default` binary, `grade` multiclass,
 * concept shift at `shift_month`: debt_ratio almost stops mattering for `default` and
   the "east"/"south_west" regions become risky, so a model retrained after the shift
   beats the pre-shift champion on post-shift months;
+* covariate shift in `covariate_months` (none unless asked): debt_ratio rises by
+  COVARIATE_SHIFT while the label's dependence on it stays, so a model's estimated metric
+  without labels (monitoring/estimation.py) should follow the month, unlike the concept shift;
 * purpose `LATE_PURPOSE` appears only in the last months (an unseen category at scoring);
 * the bureau table: `bureau_score` and `num_late_payments` observe latent variables that
   drive `default` but appear nowhere in the loans table (useful), `noise_1`/`noise_2` are
@@ -29,6 +32,7 @@ DEFAULT_SHIFT_MONTH = "2018-07"
 LATE_PURPOSE = "solar_panels"
 REGIONS = np.array(["north", "north_east", "east", "south", "south_west", "west", "central"], dtype=object)
 SHIFT_REGIONS = ("east", "south_west")  # risky only from the shift month on
+COVARIATE_SHIFT = 0.15                   # debt_ratio's rise in a covariate-shift month
 EMPLOYMENT = np.array(["salaried", "self_employed", "unemployed", "retired"], dtype=object)
 PURPOSES = np.array(["car", "home", "education", "business", "debt_consolidation"], dtype=object)
 SEGMENTS = np.array(["retail", "sme", "premium"], dtype=object)
@@ -65,6 +69,16 @@ def _shift_index(months: pd.PeriodIndex, shift_month: str | None) -> int:
     return int(shift.ordinal - months[0].ordinal)
 
 
+def _month_index(months: pd.PeriodIndex, month: str, what: str) -> int:
+    try:
+        period = pd.Period(month, freq="M")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what}: {month!r} is not a month (expected 'YYYY-MM')") from exc
+    if not months[0] <= period <= months[-1]:
+        raise ValueError(f"{what}: {month} lies outside the generated months {months[0]}..{months[-1]}")
+    return int(period.ordinal - months[0].ordinal)
+
+
 def _uniform(ids: np.ndarray, seed: int, stream: int) -> np.ndarray:
     """Uniform [0, 1) per id: a SplitMix64 hash of (id, seed, stream), order-independent."""
     with np.errstate(over="ignore"):
@@ -89,14 +103,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def generate_loans(n_months: int = 24, rows_per_month: int = 2000, *, start: str = "2017-01",
-                   shift_month: str | None = None, seed: int = 0) -> pd.DataFrame:
+                   shift_month: str | None = None, covariate_months=(), seed: int = 0) -> pd.DataFrame:
     """One row per loan, `rows_per_month` loans in each of `n_months` months from `start`.
 
     `shift_month` (YYYY-MM) is the first month of the new default mechanism; None means
     DEFAULT_SHIFT_MONTH when it lies in the range, else the month 3/4 of the way in.
+    `covariate_months`: months whose debt_ratio rises (the other months are unchanged).
     """
     months = _months(start, n_months)
     shift = _shift_index(months, shift_month)
+    covariate = [_month_index(months, c, "covariate_months") for c in covariate_months]
     if rows_per_month < 1:
         raise ValueError(f"rows_per_month={rows_per_month!r} must be at least 1")
     rng = np.random.default_rng([seed, 0x10A5])
@@ -121,7 +137,8 @@ def generate_loans(n_months: int = 24, rows_per_month: int = 2000, *, start: str
     loan_length = rng.choice(np.array([12, 24, 36, 60]), n, p=[0.2, 0.3, 0.3, 0.2])
     loan_amount = income * np.exp(rng.normal(np.log(0.3), 0.4, n)) * (1 + loan_length / 120)
     car = income * np.exp(rng.normal(np.log(0.45), 0.5, n))
-    debt_ratio = np.clip(0.35 + rng.normal(0, 1, n) * (0.10 + 0.08 * frac), 0.0, 1.5)  # widens
+    debt_ratio = np.clip(0.35 + rng.normal(0, 1, n) * (0.10 + 0.08 * frac)           # widens
+                         + COVARIATE_SHIFT * np.isin(m, covariate), 0.0, 1.5)
     history = (age - 18) * rng.uniform(0.1, 1.0, n)
     purpose = rng.choice(len(PURPOSES), n, p=[0.3, 0.25, 0.1, 0.15, 0.2])
     late = m >= n_months - max(1, n_months // 8)  # the unseen-at-training purpose
@@ -193,16 +210,17 @@ def _write_atomic(df: pd.DataFrame, path: Path, fmt: str) -> None:
 
 
 def write_demo_data(out_dir, *, n_months=24, rows_per_month=2000, start="2017-01",
-                    shift_month=None, seed=0, fmt="parquet") -> dict[str, str]:
+                    shift_month=None, covariate_months=(), seed=0, fmt="parquet") -> dict[str, str]:
     """Write loans (`loans/YYYY-MM.parquet` per month, or `loans.csv`) and `bureau.parquet`.
 
     Rewriting replaces: stale month files from an earlier, longer run are removed.
     """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt={fmt!r} must be 'parquet' or 'csv'")
+    loans = generate_loans(n_months, rows_per_month, start=start, shift_month=shift_month,
+                           covariate_months=covariate_months, seed=seed)     # bad arguments: nothing written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loans = generate_loans(n_months, rows_per_month, start=start, shift_month=shift_month, seed=seed)
     if fmt == "csv":
         loans_path = out / "loans.csv"
         _write_atomic(loans, loans_path, "csv")

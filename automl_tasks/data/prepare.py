@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from automl_tasks.data.labels import class_key, class_values
+from automl_tasks.data.months import describe_months
 from automl_tasks.data.sources import MONTH_COL, join_tables, read_source, with_month
 from automl_tasks.data.windows import Window, select_window
 from automl_tasks.errors import DataError, SpecError
@@ -123,6 +124,15 @@ def with_label(df, spec: ModelSpec):
 
     return df.withColumn(LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
                          else F.col(spec.data.label).try_cast("double"))
+
+
+def missing_labels(spec: ModelSpec, missing: dict[str, int], counts: dict[str, int]) -> DataError:
+    """The error for rows without a label in the window or holdout, with each month's share."""
+    shares = ", ".join(f"{m}: {n} of {counts[m]} ({n / counts[m]:.1%})" for m, n in sorted(missing.items()))
+    hint = ("; labels arrive later than the spec says: raise labels.delay_months" if spec.labels.delay_months
+            else "; if they arrive months late, set labels.delay_months")
+    return DataError(f"label {spec.data.label!r} is missing (null or NaN) in {sum(missing.values())} rows "
+                     f"({shares}){hint}")
 
 
 def _fingerprint(spec: ModelSpec, stats: dict[str, tuple[int, int]], months) -> str:
@@ -308,8 +318,12 @@ def load_frame(spark, spec: ModelSpec):
     return with_month(df, spec.data.timestamp, spec.data.month_column, spec.data.timezone)
 
 
-def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Prepared:
+def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None, monitored: tuple[str, ...] = ()
+            ) -> Prepared:
     """Check the data for `month` and encode its window; raises DataError on bad input.
+
+    `monitored`: later months the caller reads without labels (labels.delay_months); each must
+    have rows, and their rows are part of the fingerprint.
 
     `decide(rows, n_features)`: the training path's Decision (tuning/training_path.py), asked
     once the window's size is known and before anything is collected; on `data_parallel` the
@@ -335,6 +349,11 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Pr
     window = select_window(counts, month, spec.window.train_months,
                            holdout_count=spec.window.holdout_months)
     months = list(window.train) + list(window.holdout_months)
+    empty = [m for m in monitored if not counts.get(m)]
+    if empty:
+        raise DataError(f"the monitored month {empty[0]} (labels.delay_months {spec.labels.delay_months} after "
+                        f"{month}) has no rows in {spec.data.source}; months with rows: "
+                        f"{describe_months(sorted(counts))}")
 
     df = with_label(df.where(F.col(MONTH_COL).isin(months)), spec)
     df = df.persist()
@@ -343,9 +362,7 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Pr
         missing = (df.where(label.isNull() | F.isnan(label.try_cast("double")))
                    .groupBy(MONTH_COL).count().orderBy(MONTH_COL).collect())
         if missing:
-            total = sum(r["count"] for r in missing)
-            raise DataError(f"label {spec.data.label!r} is missing (null or NaN) in {total} rows "
-                            f"(months: {', '.join(r[MONTH_COL] for r in missing)})")
+            raise missing_labels(spec, {r[MONTH_COL]: r["count"] for r in missing}, counts)
         train_df = df.where(F.col(MONTH_COL).isin(list(window.train)))
         _check_feature_values(df, features, categorical, spec, dtypes, window)
         duplicate_ids = _check_duplicate_ids(df, spec, window)
@@ -369,7 +386,7 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None) -> Pr
         df.unpersist()
     return Prepared(spec=spec, window=window, train=train, holdout=holdout, given=given,
                     encoding=encoding, classes=classes,
-                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, stats, months),
+                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, stats, [*months, *monitored]),
                     row_counts={m: counts[m] for m in months}, frames=frames, training=decision,
                     duplicate_ids=duplicate_ids)
 

@@ -30,14 +30,18 @@ def load_pipeline(path):
         return JavaMLReader(PipelineModel).load(str(path))
 
 
-def encode(pipeline_model, meta: dict, df) -> np.ndarray:
-    """Raw Spark rows -> the model's input matrix, with the encoding fitted at training time."""
+def encode(pipeline_model, meta: dict, df, *, carry: str | None = None):
+    """Raw Spark rows -> the model's input matrix, with the encoding fitted at training time.
+    `carry`: a column of `df` (an id) returned beside the matrix, row for row: (X, values)."""
     from pyspark.sql import functions as F
 
     cols = model_columns(meta["feature_names"], list(meta["categorical"]), meta["impute_strategy"])
+    xs = [f"x{i}" for i in range(len(cols))]
     pdf = pipeline_model.transform(df).select(
-        *[F.col(c).cast("double").alias(f"x{i}") for i, c in enumerate(cols)]).toPandas()
-    return pdf.to_numpy(dtype=np.float64)
+        *[F.col(c).cast("double").alias(x) for x, c in zip(xs, cols)],
+        *([F.col(carry).alias("carried")] if carry else [])).toPandas()
+    X = pdf[xs].to_numpy(dtype=np.float64)
+    return (X, pdf["carried"].to_numpy()) if carry else X
 
 
 def predict(model, meta: dict, X: np.ndarray) -> np.ndarray:

@@ -342,8 +342,9 @@ def drift_metrics(result: DriftResult) -> dict[str, float]:
     return metrics
 
 
-def log_drift_to_mlflow(result: DriftResult, *, step: int | None = None) -> None:
-    """Log metrics, tags and the report files into the active MLflow run.
+def log_drift_to_mlflow(result: DriftResult, *, step: int | None = None, prefix: str = "") -> None:
+    """Log metrics, tags and the report files into the active MLflow run; `prefix` goes before
+    every metric and tag name and the artifact folder (a second report in the same run).
 
     Sample fractions and drifted columns go in tags (not params) so re-running a month
     in the same run may overwrite them; params are immutable in MLflow.
@@ -352,12 +353,12 @@ def log_drift_to_mlflow(result: DriftResult, *, step: int | None = None) -> None
 
     if mlflow.active_run() is None:
         raise RuntimeError("log_drift_to_mlflow needs an active MLflow run (mlflow.start_run())")
-    mlflow.log_metrics(drift_metrics(result), step=step)
+    mlflow.log_metrics({prefix + k: v for k, v in drift_metrics(result).items()}, step=step)
     tags = {f"drift_sample_fraction_{side}": str(f) for side, f in result.sample_fraction.items()}
     tags["drift_drifted_columns"] = ",".join(result.drifted_columns)[:5000]
     all_null = [c for c, info in result.columns.items() if info["method"] == ALL_NULL]
     if all_null:
         tags["drift_all_null_columns"] = ",".join(all_null)[:5000]
-    mlflow.set_tags(tags)
+    mlflow.set_tags({prefix + k: v for k, v in tags.items()})
     for path in (result.html_path, result.json_path):
-        mlflow.log_artifact(path, artifact_path="drift")
+        mlflow.log_artifact(path, artifact_path=f"{prefix}drift")

@@ -65,11 +65,14 @@ def champion_health(metric: str, task: str, y, prediction, reference: float | No
     return Health(metric, value, low, high, reference, max_degradation, bool(degraded))
 
 
-def alerts(health: Health | None, drift: dict, *, name: str, month: str, version: str | None) -> list[dict]:
-    """The month's evaluation alerts, `{kind, message}`: `degraded` and `drift`."""
+def alerts(health: Health | None, drift: dict, *, name: str, month: str, version: str | None,
+           health_month: str | None = None) -> list[dict]:
+    """The month's evaluation alerts, `{kind, message}`: `degraded` (on `health_month`, default
+    `month`) and `drift` (on `month`)."""
     out = []
     if health is not None and health.degraded:
-        out.append({"kind": "degraded", "message": f"{name} {month}: champion v{version} {health.describe()}"})
+        out.append({"kind": "degraded",
+                    "message": f"{name} {health_month or month}: champion v{version} {health.describe()}"})
     if drift.get("dataset_drift"):
         out.append({"kind": "drift", "message": (
             f"{name} {month}: {drift['share_drifted']:.0%} of columns drifted "

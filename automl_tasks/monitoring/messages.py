@@ -26,11 +26,14 @@ from automl_tasks.evaluation.metrics import orientation
 from automl_tasks.formatting import number
 
 DEGRADED, DRIFT, APPROVAL_WAITING, FAILED = "degraded", "drift", "approval_waiting", "failed"
-ALERT_KINDS = (DEGRADED, DRIFT, APPROVAL_WAITING)   # the month's alerts a notification is sent for
+ESTIMATE_MISSED = "estimate_missed"      # labels.delay_months: pipelines/monthly/unlabelled.py
+# The month's alerts a notification is sent for.
+ALERT_KINDS = (DEGRADED, DRIFT, ESTIMATE_MISSED, APPROVAL_WAITING)
 PREFIX = "[automl]"
 # Link labels, in the order a message lists them.
 APPROVAL_PAGE, AIRFLOW_RUN, TASK_LOG = "Approve or reject in Airflow", "Airflow DAG run", "Task log"
 HEADLINES = {DEGRADED: "the champion degraded", DRIFT: "the month's data drifted",
+             ESTIMATE_MISSED: "the realized metric fell outside its estimate",
              APPROVAL_WAITING: "a challenger waits for approval", FAILED: "a step failed"}
 _URL = re.compile(r"https?://[^\s<>\"]+")
 

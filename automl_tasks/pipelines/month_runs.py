@@ -1,5 +1,6 @@
 """The monthly job's MLflow runs: finding earlier ones to reuse or resume, the month's
-record on its run, the champion's trend across months, and the history read back from them.
+record on its run, the champion's trend across months (pipelines/history.py reads the month
+table back from them).
 
 Runs are found by tags (`tracking.find_run`): the month, kind, data fingerprint, git commit
 and spec hash, so a re-run with the same data, commit and spec finds what it made before.
@@ -16,9 +17,8 @@ from typing import Callable
 
 from automl_tasks.data.prepare import Prepared
 from automl_tasks.errors import DataError
-from automl_tasks.formatting import number
 from automl_tasks.progress import report
-from automl_tasks.registry import promotion, tracking
+from automl_tasks.registry import tracking
 from automl_tasks.registry.champion import ScoredModel, load_champion
 from automl_tasks.registry.records import LeaderboardEntry, MonthRecord, TuningResult
 from automl_tasks.spec import ModelSpec
@@ -26,6 +26,7 @@ from automl_tasks.tuning.job import prepare_for_tuning, tune
 
 PURPOSE = "monthly"
 RECORD_ARTIFACT = "monthly.json"   # written last in the month's run: its evaluation is complete
+MONITOR_ARTIFACT = "monitor.json"   # the monitor run's findings, written last: the run is complete
 # What makes a run the same as an earlier one: never who started it (tracking.AIRFLOW_TAGS).
 REUSE_KEYS = ("automl.kind", "automl.month", "automl.data_fingerprint", "automl.git_commit", "automl.spec_hash")
 
@@ -53,12 +54,14 @@ class MonthContext:
     `fingerprint`: the data's fingerprint when an earlier step checked it; the window prepared
     here must match it (the data may not change under a month). `hold`: where the monthly job
     keeps its claim from the first step that writes to the end (None: each step claims for itself).
+    `monitored`: the month monitored without labels (labels.delay_months after `month`), or None.
     """
 
     def __init__(self, spec: ModelSpec, month: str, *, prepared: Prepared | None = None, spark=None,
                  progress: Callable[[str], None] = report, dag_run_id: str | None = None,
-                 fingerprint: str | None = None, wait_s: float = 0.0):
+                 fingerprint: str | None = None, wait_s: float = 0.0, monitored: str | None = None):
         self.spec, self.month, self.progress, self.dag_run_id = spec, month, progress, dag_run_id
+        self.monitored = monitored
         self.checked_fingerprint, self.wait_s = fingerprint, wait_s
         self.hold: contextlib.ExitStack | None = None
         self.claim_kept = False
@@ -76,7 +79,8 @@ class MonthContext:
 
     @functools.cached_property
     def prepared(self) -> Prepared:
-        prepared = prepare_for_tuning(self.spark, self.spec, self.month)
+        prepared = prepare_for_tuning(self.spark, self.spec, self.month,
+                                      monitored=(self.monitored,) if self.monitored else ())
         if self.checked_fingerprint and prepared.fingerprint != self.checked_fingerprint:
             raise DataError(f"the data of {self.spec.name} {self.month} changed since the month's checks "
                             f"(fingerprint {self.checked_fingerprint} then, {prepared.fingerprint} now): "
@@ -185,55 +189,3 @@ def champion_trend(client, experiment: str, spec: ModelSpec, month: str, scores:
     months = sorted(history)
     return plots.metric_trend(months, {series: [history[m].get(series, float("nan")) for m in months]
                                        for series in scores}, spec.metric)
-
-
-def history(name: str) -> list[dict]:
-    """One row per month run so far: the champion's score, drift, the challenger, the decision.
-
-    Read back from the month runs' records and the registry's decisions, so it shows what
-    each month measured and decided, whoever ran it (DAG, CLI, backfill).
-    """
-    client = tracking.client()
-    experiment = client.get_experiment_by_name(f"{name}/{PURPOSE}")
-    if experiment is None:
-        return []
-    runs = tracking.find_runs(client, [experiment.experiment_id], {"automl.kind": "decision"}, finished=True)
-    decisions = {(d.month, d.evidence_run_id): d for d in promotion.decision_history(name)}
-    rows, seen = [], set()
-    for run in runs:                       # newest first: a month re-run on new data shows its latest
-        month = run.data.tags["automl.month"]
-        if month in seen:
-            continue
-        record = recorded(client, run)
-        if record is None:
-            continue
-        seen.add(month)
-        decision = decisions.get((month, run.info.run_id))
-        overall = record.overall
-        rows.append({
-            "month": month, "metric": record.metric, "champion": record.champion_version,
-            "champion_metric": record.champion_metric,
-            "drift_share": record.drift["share_drifted"],
-            "challenger": record.best["algorithm"], "challenger_metric": record.best["holdout_value"],
-            "delta": overall and overall["delta"], "ci_low": overall and overall["ci_low"],
-            "ci_high": overall and overall["ci_high"],
-            "version": decision and decision.version, "decision": decision.status if decision else "none",
-            "champion_after": decision and decision.champion_after, "run_id": run.info.run_id,
-            "alerts": [a["kind"] for a in record.alerts or []],
-        })
-    return sorted(rows, key=lambda r: r["month"])
-
-
-def format_history(rows: list[dict], metric: str = "metric") -> str:
-    lines = [f"{'month':<8} {'champion':>8} {metric:>9} {'drift':>6}  {'challenger':<18} "
-             f"{'delta [95% CI]':<27} {'decision':<25} {'champion after':>14}  alerts"]
-    for r in rows:
-        ci = (f"{number(r['delta'], True)} [{number(r['ci_low'], True)}, {number(r['ci_high'], True)}]"
-              if r["delta"] is not None else "-")
-        lines.append(f"{r['month']:<8} {('v' + r['champion']) if r['champion'] else '-':>8} "
-                     f"{number(r['champion_metric']):>9} {r['drift_share']:>6.0%}  "
-                     f"{r['challenger'] + ' ' + number(r['challenger_metric']):<18} {ci:<27} "
-                     f"{r['decision'] + (' v' + r['version'] if r['version'] else ''):<25} "
-                     f"{('v' + r['champion_after']) if r['champion_after'] else '-':>14}  "
-                     f"{', '.join(r.get('alerts') or []) or '-'}")
-    return "\n".join(lines)

@@ -31,7 +31,14 @@ class ScoredModel:
     params: dict
 
     def predict(self, df) -> np.ndarray:
-        return scoring.predict(self.model, self.meta, scoring.encode(self.pipeline, self.meta, df))
+        return self.predict_encoded(self.encode(df))
+
+    def encode(self, df, *, carry: str | None = None):
+        """Raw Spark rows -> this model's inputs (and the `carry` column beside them)."""
+        return scoring.encode(self.pipeline, self.meta, df, carry=carry)
+
+    def predict_encoded(self, X: np.ndarray) -> np.ndarray:
+        return scoring.predict(self.model, self.meta, X)
 
 
 def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:

@@ -120,7 +120,12 @@ class MonthRecord:
     duplicate_ids: dict | None = None
     ablation: dict | None = None    # run_id, results
     health: dict | None = None      # the champion's: monitoring.health.Health.to_json()
-    alerts: list[dict] | None = None   # {kind, message}: degraded, drift
+    alerts: list[dict] | None = None   # {kind, message}: degraded, drift, estimate_missed
+    # labels.delay_months > 0 (pipelines/monthly/unlabelled.py): the month monitored without labels
+    # (month, drift, prediction_drift, estimated, predictions) and the check of the estimate made
+    # for this month (month, version, estimated, realized, error, inside).
+    monitored: dict | None = None
+    estimate_check: dict | None = None
 
     LEADERBOARD_FIELDS = ("algorithm", "cv_value", "holdout_value", "baseline_value", "lift", "trials", "failed")
 
@@ -143,7 +148,8 @@ class MonthRecord:
                 "leaderboard": [{k: getattr(e, k) for k in self.LEADERBOARD_FIELDS} for e in self.leaderboard],
                 "best": self.best, "comparisons": self.comparisons, "policy": self.policy,
                 "fit_seconds": self.fit_seconds, "duplicate_ids": self.duplicate_ids, "ablation": self.ablation,
-                "health": self.health, "alerts": self.alerts}
+                "health": self.health, "alerts": self.alerts, "monitored": self.monitored,
+                "estimate_check": self.estimate_check}
 
     @classmethod
     def from_json(cls, data: dict) -> MonthRecord:

@@ -25,7 +25,7 @@ from automl_tasks.models import algorithms, export, scoring
 from automl_tasks.progress import report
 from automl_tasks.registry import tracking
 from automl_tasks.registry.records import LeaderboardEntry, TuningResult
-from automl_tasks.spark import get_spark, task_slots
+from automl_tasks.spark import describe, get_spark, task_slots
 from automl_tasks.spec import ModelSpec, check_month
 from automl_tasks.tuning import data_parallel, training_path
 from automl_tasks.tuning import space as spaces
@@ -34,12 +34,13 @@ from automl_tasks.tuning.search import SearchHooks, TrialResult, lift, run_searc
 from automl_tasks.tuning.validation import make_folds
 
 
-def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: int | None = None) -> Prepared:
+def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: int | None = None,
+                       monitored: tuple[str, ...] = ()) -> Prepared:
     """`prepare` with the training path decided from the window's size and the spec's
     `training`: a window bound for the data-parallel path stays on Spark, never collected.
     Every caller that checks the data first and then hands `tune` the window uses this."""
     slots = slots or task_slots(spark)
-    return prepare(spark, spec, month, decide=training_path.decider(spark, spec, slots))
+    return prepare(spark, spec, month, decide=training_path.decider(spark, spec, slots), monitored=monitored)
 
 
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
@@ -65,6 +66,7 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     if unknown:
         raise SpecError(f"algorithm {unknown[0]!r} is not in the spec (it has: {', '.join(spec.algorithms)})")
     spark = spark or get_spark()
+    training_path.check_spark_support(spark, chosen)
     slots = task_slots(spark)
     if prepared is None:
         progress(f"{spec.name}: reading {spec.data.source} for month {month or 'all'}")
@@ -149,7 +151,8 @@ def _run(ctx: TuningRun) -> TuningResult:
         "features": len(prepared.encoding.feature_names), "algorithms": ",".join(chosen),
         **ctx.decision.params(),
     })
-    mlflow.set_tag("automl.training_reason", ctx.decision.reason[:tracking.MAX_TAG])
+    mlflow.set_tags({"automl.training_reason": ctx.decision.reason[:tracking.MAX_TAG],
+                     "automl.spark": describe(ctx.spark)})
     mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
     mlflow.log_dict(prepared.row_counts, "row_counts.json")
     tracking.log_window_inputs(spec, prepared.window, prepared.fingerprint)

@@ -41,8 +41,12 @@ def settle(ctx: MonthContext, mode: str, record: MonthRecord) -> dict:
                                     reasons=["shadow mode: compared and recorded, never promoted"])
     progress(f"{spec.name} {month}: decision {decision.status} for v{version} ({'; '.join(decision.reasons)})")
     settled = decision.status in promotion.SETTLED
+    monitored = record.monitored or {}
     return {
         "month": month,
+        "monitored_month": monitored.get("month", month), "evaluated_month": month,
+        "estimated": monitored.get("estimated"), "prediction_drift": monitored.get("prediction_drift"),
+        "estimate_check": record.estimate_check,
         # As the decision recorded them, so a re-run of an old month reports what happened then.
         "champion_before": decision.champion_before,
         "champion_after": decision.champion_after if settled else promotion.current_champion(spec.name),

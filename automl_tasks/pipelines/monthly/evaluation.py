@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
+import time
 from dataclasses import dataclass
 
 from automl_tasks.data.months import Month, describe_months
@@ -21,14 +21,13 @@ from automl_tasks.evaluation.compare import Comparison
 from automl_tasks.monitoring.health import alerts as month_alerts
 from automl_tasks.monitoring.health import champion_health
 from automl_tasks.pipelines.holdout import align_classes, champion_scores, compare_models, holdout_rows
-from automl_tasks.pipelines.month_runs import (RECORD_ARTIFACT, MonthContext, champion_trend, child, series_key,
-                                               tuning_of_run)
+from automl_tasks.pipelines.month_runs import (MONITOR_ARTIFACT, RECORD_ARTIFACT, MonthContext, champion_trend,
+                                               child, series_key, tuning_of_run)
+from automl_tasks.pipelines.monthly import unlabelled
 from automl_tasks.registry import policy as gates
 from automl_tasks.registry import promotion, tracking
 from automl_tasks.registry.champion import load_run_model
 from automl_tasks.registry.records import MonthRecord
-
-MONITOR_ARTIFACT = "monitor.json"    # the monitor run's findings, written last: the run is complete
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,11 @@ class WindowFacts:
 
 def monitor(ctx: MonthContext, state: dict) -> str:
     """Drift of the month against the training window, and the champion's score and health on the
-    month, as the month run's monitor child; returns its run id."""
+    month, as the month run's monitor child; with labels.delay_months, also the month monitored
+    without labels and the check of the estimate made for this one (`unlabelled`). Returns its run id."""
     import mlflow
 
-    from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow, spark_sample_to_pandas
+    from automl_tasks.monitoring.drift import spark_sample_to_pandas
 
     spec, month, facts = ctx.spec, ctx.month, WindowFacts(**state["window"])
     champion = ctx.champion(state["champion"])
@@ -79,26 +79,19 @@ def monitor(ctx: MonthContext, state: dict) -> str:
     features, cats = facts.features, facts.categorical
     numeric = [f for f in features if f not in cats]
     window_df = frame.where(frame[MONTH_COL].isin(facts.train))
-    tags = _tags(ctx)
-    with child(ctx.client, ctx.experiment, tags, "evaluation", state["runs"]["month"], f"monitor-{month}") as run:
+    trained_on = describe_months(facts.train)
+    with child(ctx.client, ctx.experiment, _tags(ctx), "evaluation", state["runs"]["month"], f"monitor-{month}") as run:
         cap = spec.monitoring.max_rows
         reference, ref_fraction = spark_sample_to_pandas(window_df, features, cap, seed=spec.seed)
         current, cur_fraction = spark_sample_to_pandas(holdout_df, features, cap, seed=spec.seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            drift = drift_report(reference, current, numerical=numeric, categorical=cats, out_dir=tmp,
-                                 title=f"{spec.name} {month} vs {describe_months(facts.train)}")
-            log_drift_to_mlflow(drift)
+        drift_summary = unlabelled.feature_drift(ctx, reference, current, numeric=numeric, categorical=cats,
+                                                 reference_label=trained_on, month=month)
         mlflow.set_tags({"drift_spark_fraction_reference": str(ref_fraction),
                          "drift_spark_fraction_current": str(cur_fraction)})
-        ctx.progress(f"{spec.name} {month}: drift share {drift.share_drifted:.2f} "
-                     f"({', '.join(drift.drifted_columns) or 'no column'} drifted)")
-        drift_summary = {"share_drifted": drift.share_drifted, "drifted_columns": drift.drifted_columns,
-                         "columns_checked": len(drift.columns), "reference": describe_months(facts.train),
-                         "threshold": spec.monitoring.drift_share,
-                         "dataset_drift": drift.share_drifted >= spec.monitoring.drift_share}
-        champion_metric, health = None, None
+        champion_metric, health, champion_pred, encoded = None, None, None, None
         if champion is not None:
-            champion_pred = align_classes(champion[1].predict(holdout_df), champion[1].meta, facts.classes)
+            encoded = champion[1].encode(holdout_df)
+            champion_pred = align_classes(champion[1].predict_encoded(encoded), champion[1].meta, facts.classes)
             scores = champion_scores(spec, y, champion_pred, segments)
             champion_metric = scores["overall"]
             mlflow.log_metrics({series_key(spec.metric, k): v for k, v in scores.items()},
@@ -110,11 +103,23 @@ def monitor(ctx: MonthContext, state: dict) -> str:
             mlflow.log_metrics({"champion_ci_low": health.ci_low, "champion_ci_high": health.ci_high})
             mlflow.set_tag("automl.champion_health", "degraded" if health.degraded else "ok")
             ctx.progress(f"{spec.name} {month}: champion v{champion[0]} {health.describe()}")
+        estimate_check = monitored = None
+        if ctx.monitored:
+            started = time.perf_counter()
+            estimate_check = unlabelled.check_estimate(ctx, champion, champion_pred, holdout_df, y, facts.classes)
+            monitored = unlabelled.monitor_unlabelled(
+                ctx, frame, reference, numeric=numeric, categorical=cats, reference_label=trained_on,
+                champion=champion, reference=champion and unlabelled.Reference(champion_pred, y, encoded, facts.classes))
+            mlflow.log_metric("unlabelled_seconds", time.perf_counter() - started)   # what the delay costs
         holdout_df.unpersist()
+        # With labels late, this month's drift was news when it was monitored N months ago: the
+        # drift alert is the monitored month's.
+        alerts = month_alerts(health, monitored["drift"] if monitored else drift_summary, name=spec.name,
+                              month=ctx.monitored or month, version=champion and champion[0], health_month=month)
         mlflow.log_dict({"drift": drift_summary, "champion_metric": champion_metric,
-                         "health": health and health.to_json(),
-                         "alerts": month_alerts(health, drift_summary, name=spec.name, month=month,
-                                                version=champion and champion[0])}, MONITOR_ARTIFACT)
+                         "health": health and health.to_json(), "monitored": monitored,
+                         "estimate_check": estimate_check,
+                         "alerts": alerts + unlabelled.estimate_alerts(ctx, estimate_check)}, MONITOR_ARTIFACT)
         return run.info.run_id
 
 
@@ -171,6 +176,8 @@ def compare(ctx: MonthContext, state: dict) -> MonthRecord:
         health=found["health"],
         alerts=found["alerts"],
         ablation=state.get("ablation"),
+        monitored=found.get("monitored"),
+        estimate_check=found.get("estimate_check"),
     )
     _log_side_by_side(record)
     mlflow.log_dict(record.to_json(), RECORD_ARTIFACT)   # last: the month's evaluation is complete

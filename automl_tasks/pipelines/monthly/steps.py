@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable
 
+from automl_tasks.data.months import Month
 from automl_tasks.errors import SpecError
 from automl_tasks.pipelines import holdout
 from automl_tasks.pipelines.month_runs import MonthContext, find_month_run, find_or_tune, recorded
@@ -21,15 +22,25 @@ from automl_tasks.pipelines.monthly.decision import settle
 from automl_tasks.progress import report
 from automl_tasks.registry import claims, promotion, tracking
 from automl_tasks.spec import ModelSpec, check_month, load_spec
+from automl_tasks.tuning import training_path
 
 MONTH_CLAIM_TTL_S, MONTH_CLAIM_HEARTBEAT_S = 180.0, 30.0
 
 
 def start(spec: ModelSpec, month: str, *, mode: str | None = None, dag_run_id: str | None = None) -> dict:
-    """The state the first step takes: which spec (its file, when it has one), month and mode."""
+    """The state the first step takes: which spec (its file, when it has one), month and mode.
+
+    With labels.delay_months N > 0 the run for `month` evaluates the month N before it (its
+    `month`, the newest with labels) and monitors `month` itself (`monitored`)."""
     check_month(month)
-    return {"spec": spec.origin.get("path"), "name": spec.name, "month": month,
+    return {"spec": spec.origin.get("path"), "name": spec.name, "month": evaluated_month(spec, month),
+            "monitored": month if spec.labels.delay_months else None,
             "mode": mode or spec.promotion.mode, "dag_run_id": dag_run_id, "runs": {}}
+
+
+def evaluated_month(spec: ModelSpec, month: str) -> str:
+    """The month the run for `month` evaluates: the newest with labels (labels.delay_months)."""
+    return str(Month.parse(month) - spec.labels.delay_months)
 
 
 def context(state: dict, *, spec: ModelSpec | None = None, progress: Callable[[str], None] = report,
@@ -42,7 +53,7 @@ def context(state: dict, *, spec: ModelSpec | None = None, progress: Callable[[s
         raise SpecError(f"the spec {state['spec']} changed since the month's checks: run {spec.name} "
                         f"{state['month']} again from its first step")
     return MonthContext(spec, state["month"], spark=spark, progress=progress, dag_run_id=state["dag_run_id"],
-                        fingerprint=state.get("fingerprint"), wait_s=wait_s)
+                        fingerprint=state.get("fingerprint"), wait_s=wait_s, monitored=state.get("monitored"))
 
 
 def check(state: dict, ctx: MonthContext) -> dict:
@@ -51,6 +62,7 @@ def check(state: dict, ctx: MonthContext) -> dict:
     import mlflow
 
     spec, month = ctx.spec, ctx.month
+    training_path.check_spark_support(ctx.spark, spec.algorithms)
     champion = ctx.champion(promotion.current_champion(spec.name))
     prepared = ctx.prepared
     if champion is not None:
