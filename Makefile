@@ -86,8 +86,11 @@ demo: install
 	@echo "Decisions: $(BIN)/automl-tasks decisions --model loan_default"
 	@echo "Logs: $(DEMO_LOG), $(DEMO_LOG:.log=-branches.log), $(DEMO_LOG:.log=-ablation.log)"
 
+# Two workers, a test file each at a time (a file's module fixtures start once): most of the suite's
+# time is waiting on JVMs, servers and schedulers, which two files overlap on 2 cores.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The compose stack's first run (README, "Deploying"), after `docker compose up -d`: the demo
 # data in ./demo_data (mounted where specs/loan_default.yaml reads it), then two months of that
