@@ -203,13 +203,28 @@ def _stop_on_sigterm() -> None:
     """SIGTERM (a scheduler's kill, `timeout`) unwinds like an error: the MLflow run ends FAILED,
     Spark jobs are cancelled and the process exits with nothing left running. SIGUSR1 prints
     every thread's stack to stderr (what a stuck process is doing)."""
+    import _thread
     import faulthandler
     import signal
+    import threading
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
+    previous = sys.unraisablehook
+
+    def redeliver(unraisable) -> None:
+        # The handler runs wherever the main thread is; inside a finalizer (py4j's JavaObject
+        # cleanup, which runs all the time) Python prints its SystemExit and drops it, and the
+        # search went on. Deliver the signal to the main thread again, from another thread once
+        # this finalizer is over (now, the handler would run inside this hook).
+        if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == STOPPED:
+            threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGTERM,)).start()
+        else:
+            previous(unraisable)
+
     signal.signal(signal.SIGTERM, stop)
+    sys.unraisablehook = redeliver
     if sys.__stderr__ is not None:      # the process's own stderr: sys.stderr may be captured or redirected
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
