@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--month", help="holdout month YYYY-MM; trains on the months before it")
     tune.add_argument("--algorithm", help="only these algorithms (comma-separated)")
     tune.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
-    tune.set_defaults(run=_cmd_tune, show=_show_tune)
+    tune.set_defaults(run=_cmd_tune, show=_show_tune, spark=True)
 
     monthly = sub.add_parser("monthly", help="the monthly job: drift, champion score, retrain, compare, decide")
     monthly.add_argument("--spec", required=True, help="model spec YAML")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="if another run of this month is going, wait up to this long for it "
                               "(default 0: exit at once, naming it)")
     monthly.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
-    monthly.set_defaults(run=_cmd_monthly)
+    monthly.set_defaults(run=_cmd_monthly, spark=True)
 
     branches = sub.add_parser("compare-branches",
                               help="train the spec as on two git refs and compare them on the same month")
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     branches.add_argument("--month", required=True, help="the holdout month, YYYY-MM")
     branches.add_argument("--refs", default="develop,master", help="candidate,baseline refs")
     branches.add_argument("--json", action="store_true")
-    branches.set_defaults(run=_cmd_compare_branches)
+    branches.set_defaults(run=_cmd_compare_branches, spark=True)
 
     deployments = sub.add_parser(
         "compare-deployments",
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     deployments.add_argument("--month", required=True, help="the holdout month, YYYY-MM")
     deployments.add_argument("--branches", default="develop,master", help="candidate,baseline branch tags")
     deployments.add_argument("--json", action="store_true")
-    deployments.set_defaults(run=_cmd_compare_deployments)
+    deployments.set_defaults(run=_cmd_compare_deployments, spark=True)
 
     score = sub.add_parser("score", help="write the champion's predictions for one month as a parquet "
                                          "partition (<out>/<model>/month=YYYY-MM/)")
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--direction", choices=["add", "drop"], default="add",
                           help="add: base + one candidate; drop: base - one base feature")
     ablation.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
-    ablation.set_defaults(run=_cmd_ablation, show=_show_ablation)
+    ablation.set_defaults(run=_cmd_ablation, show=_show_ablation, spark=True)
 
     poc = sub.add_parser("poc", help="PoC on new data: exploration report, algorithm leaderboard, "
                                      "white-box candidates (MLflow <name>/poc), within a time budget")
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "the time budget allows)")
     poc.add_argument("--seed", type=int, default=0)
     poc.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
-    poc.set_defaults(run=_cmd_poc, show=_show_poc)
+    poc.set_defaults(run=_cmd_poc, show=_show_poc, spark=True)
 
     from automl_tasks.data import demo_command
 
@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()       # a PoC's time budget counts from here
     args = build_parser().parse_args(argv)
     args.started = started
+    if getattr(args, "spark", False):        # the JVM starts while the command imports and checks
+        from automl_tasks.spark import start_in_background
+
+        start_in_background()
     show_on_stderr()
     try:
         tracking.configure()         # this process's MLflow store (a bad MLFLOW_TRACKING_URI: exit 2)

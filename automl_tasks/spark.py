@@ -7,8 +7,35 @@ import os
 import sys
 
 
+_starting: list = []        # a background start not yet taken over: [thread, result]
+
+
+def start_in_background(app_name: str = "automl_tasks") -> None:
+    """Build the session in a thread while the caller imports and checks: a local JVM takes
+    ~12 s to start, mostly waiting on another process, and a command's imports ~8 s of CPU on
+    the other core. get_spark() takes it over. Nothing to overlap (a session exists, or Spark
+    Connect, whose session is a connection): nothing started."""
+    import threading
+
+    from pyspark import SparkContext
+
+    if _starting or SparkContext._active_spark_context is not None or os.environ.get("SPARK_REMOTE"):
+        return
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            result["spark"] = _build(app_name)
+        except BaseException as exc:       # re-raised by get_spark, in the thread that asks
+            result["error"] = exc
+
+    thread = threading.Thread(target=start, name="spark-start", daemon=True)
+    _starting.extend([thread, result])
+    thread.start()
+
+
 def get_spark(app_name: str = "automl_tasks"):
-    """Return the active session or build one.
+    """Return the active session or build one (or the one start_in_background is building).
 
     SPARK_REMOTE (e.g. sc://host:15002) uses Spark Connect; SPARK_MASTER (e.g.
     spark://host:7077) a classic cluster; otherwise local[*] on this machine,
@@ -16,9 +43,26 @@ def get_spark(app_name: str = "automl_tasks"):
     """
     from pyspark.sql import SparkSession
 
+    if _starting:
+        thread, result = _starting
+        thread.join()
+        _starting.clear()
+        if "error" in result:
+            raise result["error"]
+        spark = result["spark"]
+        # PySpark keeps the active session per thread (a JVM thread-local): this thread's too.
+        spark._jvm.SparkSession.setActiveSession(spark._jsparkSession)
+        SparkSession._activeSession = spark
+        return spark
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    return _build(app_name)
+
+
+def _build(app_name: str):
+    from pyspark.sql import SparkSession
+
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
         # Months are computed in UTC (data/sources.py `with_month`), whatever the server's default.

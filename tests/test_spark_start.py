@@ -1,0 +1,50 @@
+"""The Spark session a CLI command starts in the background while it imports and checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+TAKEN_OVER = """
+import threading
+from pyspark.sql import SparkSession
+from automl_tasks.spark import _starting, get_spark, start_in_background
+start_in_background()
+print("started in", [t.name for t in threading.enumerate() if t.name == "spark-start"])
+spark = get_spark()
+active = SparkSession.getActiveSession()          # this thread's, as PySpark keeps it
+print("active is it", active is not None and active._jsparkSession.equals(spark._jsparkSession))
+print("again the same", get_spark()._jsparkSession.equals(spark._jsparkSession), "pending", len(_starting))
+print("rows", spark.range(5).count())
+"""
+
+
+def _run(script: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
+def test_get_spark_takes_over_the_session_started_in_the_background():
+    done = _run(TAKEN_OVER)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["started in ['spark-start']", "active is it True",
+                                        "again the same True pending 0", "rows 5"], done.stdout
+
+
+def test_a_failed_background_start_is_raised_where_the_session_is_asked_for():
+    """A bad SPARK_MASTER fails the command at get_spark, with Spark's own error, as before."""
+    done = _run("from automl_tasks.spark import get_spark, start_in_background\n"
+                "start_in_background()\n"
+                "try:\n    get_spark()\nexcept Exception as exc:\n    print('raised', type(exc).__name__, exc)\n",
+                SPARK_MASTER="nowhere://1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("raised PySparkRuntimeError [JAVA_GATEWAY_EXITED]"), done.stdout
+    assert "Master must either be yarn or start with" in done.stderr, done.stderr[-3000:]  # Spark says why
