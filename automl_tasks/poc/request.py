@@ -111,8 +111,8 @@ def choose_algorithms(requested: list[str] | None, task: str, *, connect: bool =
     for name in requested:
         if not registry.get(name).fits(task):
             raise SpecError(registry.get(name).task_refusal())
-    if connect and registry.connect_refusal(requested):
-        raise SpecError(registry.connect_refusal(requested))
+    if connect and (refusal := registry.connect_refusal(requested)):
+        raise SpecError(refusal)
     return list(dict.fromkeys(requested))
 
 
