@@ -149,6 +149,9 @@ class LabelsSpec(_Strict):
     # Months between a month's end and its labels' arrival. N > 0: the run for month M monitors M
     # (drift, prediction drift, estimated metric) and evaluates M - N, the newest labelled month.
     delay_months: int = Field(0, ge=0, le=24)
+    # The estimate's reference: the champion's newest labelled months after its own training
+    # (the evaluated month included), at most this many; its interval carries their differences.
+    reference_months: int = Field(6, ge=1, le=24)
 
 
 class AblationSpec(_Strict):

@@ -3,9 +3,10 @@
 Accuracy: for each seed, the demo data (24 months x ROWS from 2017-01; debt_ratio rises in
 COVARIATE months while its effect on the label stays; the concept shift at 2018-07). A
 champion (xgboost, as the project fits it: adapters' defaults plus the params below) is trained
-on 2017-07..2017-12. For every month M of 2018, as the monthly job does with delay_months 2,
-the estimator is fitted on M - 2 (labelled) and estimates M; the realized metric on M is then
-computed. Binary (`default`, areaUnderROC, CBPE) and regression (`loss`, rmse, DLE).
+on 2017-05..2017-10. For every month M of 2018, as the monthly job does with delay_months 2,
+the estimator is fitted on the labelled months since the champion's training, up to M - 2 and at
+most --reference-months of them (one held-out chunk each), and estimates M; the realized metric
+on M is then computed. Binary (`default`, areaUnderROC, CBPE) and regression (`loss`, rmse, DLE).
 Reported per month kind (no shift, covariate shift, after the concept shift): the mean absolute
 error of the estimate, the share of months whose realized value lies inside the interval and
 the interval's mean width; and the estimator's time per month.
@@ -14,7 +15,7 @@ Time: the monthly job (`run_monthly`, local Spark, a SQLite MLflow store) on the
 three evaluated months, with delay_months 0 and 2 side by side in this process (two models);
 the months with a champion give the monitor step's and the month's extra wall time.
 
-    .venv/bin/python bench/estimation.py --seeds 10 [--skip-time] [--json bench/estimation.json]
+    .venv/bin/python bench/estimation.py --seeds 10 [--reference-months K] [--skip-time] [--json F]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from automl_tasks.data.months import Month  # noqa: E402 - standard library only
+from automl_tasks.spec import LabelsSpec  # noqa: E402
 
 ROWS = 2000
 COVARIATE = ("2018-02", "2018-03", "2018-04")
@@ -68,7 +70,14 @@ def _predict(task: str, model, X: np.ndarray) -> np.ndarray:
     return model.predict_proba(X) if task == "binary" else model.predict(X)
 
 
-def accuracy(seed: int) -> list[dict]:
+def reference_months(month: str, count: int) -> list[str]:
+    """As the monthly job picks them: the labelled months after the champion's training window,
+    up to M - DELAY, the newest `count` of them (labels.reference_months)."""
+    newest, first = Month.parse(month) - DELAY, Month.parse(TRAIN[-1]) + 1
+    return [str(newest - k) for k in reversed(range(count)) if newest - k >= first]
+
+
+def accuracy(seed: int, reference: int) -> list[dict]:
     """One row per (task, month): estimate, interval, realized, kind, seconds."""
     from automl_tasks.data.demo import generate_loans
     from automl_tasks.evaluation.metrics import compute_metric
@@ -90,12 +99,15 @@ def accuracy(seed: int) -> list[dict]:
             return scored[month]
 
         for month in MONTHS:
-            reference = str(Month.parse(month) - DELAY)     # the newest labelled month
-            ref_X, ref_pred, ref_y = score(reference)
+            references = reference_months(month, reference)
+            parts = [score(m) for m in references]
+            ref_X, ref_pred, ref_y = (np.concatenate([p[i] for p in parts]) for i in range(3))
+            groups = np.repeat(references, [len(p[2]) for p in parts]) if len(references) > 1 else None
             X, pred, y = score(month)
             started = time.perf_counter()
             estimate = fit_estimator(task, metric, reference_prediction=ref_pred, reference_y=ref_y,
-                                     reference_features=ref_X, seed=seed).estimate(pred, X)
+                                     reference_features=ref_X, reference_groups=groups,
+                                     seed=seed).estimate(pred, X)
             seconds = time.perf_counter() - started
             realized = compute_metric(metric, task, y, pred)
             kind = ("covariate" if month in COVARIATE else "concept" if month >= CONCEPT else "none")
@@ -158,9 +170,10 @@ def month_time() -> dict:
     return {"rows_per_month": ROWS, "timings": timings}
 
 
-def markdown(summary: list[dict], seeds: int, timing: dict | None) -> str:
+def markdown(summary: list[dict], seeds: int, reference: int, timing: dict | None) -> str:
     lines = [f"Seeds: {seeds} (each: new data, new champion); {len(MONTHS)} months per seed and task; "
-             f"{ROWS} rows a month; covariate shift {', '.join(COVARIATE)}; concept shift from {CONCEPT}.", "",
+             f"{ROWS} rows a month; covariate shift {', '.join(COVARIATE)}; concept shift from {CONCEPT}; "
+             f"reference: at most {reference} labelled month(s).", "",
              "| task (metric) | months | n | MAE of the estimate | realized inside the interval | mean width "
              "| estimator s/month |", "|---|---|---|---|---|---|---|"]
     for s in summary:
@@ -178,15 +191,17 @@ def markdown(summary: list[dict], seeds: int, timing: dict | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--reference-months", type=int, default=LabelsSpec().reference_months,
+                        help="the spec's labels.reference_months (1: the newest labelled month alone)")
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
-    rows = [r for seed in range(args.seeds) for r in accuracy(seed)]
+    rows = [r for seed in range(args.seeds) for r in accuracy(seed, args.reference_months)]
     summary = summarize(rows)
     timing = None if args.skip_time else month_time()
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "time": timing}, indent=1))
-    print(markdown(summary, args.seeds, timing))
+    print(markdown(summary, args.seeds, args.reference_months, timing))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from automl_tasks.errors import DataError
 from automl_tasks.pipelines.history import format_history, history
 from automl_tasks.pipelines.monthly import run_monthly
 from automl_tasks.pipelines.monthly.steps import start
+from automl_tasks.pipelines.monthly.unlabelled import earlier_months
 from automl_tasks.pipelines.scoring import PART, score_month
 from automl_tasks.spec import load_spec
 from tests.support.specs import write_spec
@@ -52,6 +53,15 @@ def test_the_run_for_a_month_evaluates_the_month_its_labels_allow(tmp_path):
     assert (start(undelayed, "2018-01")["month"], start(undelayed, "2018-01")["monitored"]) == ("2018-01", None)
 
 
+def test_the_reference_is_the_champions_newest_months_out_of_its_sample():
+    window = ["2017-01", "2017-02", "2017-03", "2017-04", "2017-05", "2017-06"]
+    assert earlier_months(window, "2017-03", room=2) == ["2017-05", "2017-06"]
+    assert earlier_months(window, "2017-05", room=5) == ["2017-05", "2017-06"]     # not before its candidate month
+    assert earlier_months(window, "2017-07", room=5) == []           # a champion made on the evaluated month
+    assert earlier_months(window, None, room=5) == []                # no candidate month: nothing assumed
+    assert earlier_months(window, "2017-01", room=0) == []           # reference_months 1: the evaluated month
+
+
 def test_estimates_are_made_without_labels_and_checked_when_they_land(late_data, spark, tracking):
     """Binary (CBPE), one month late, on the demo data whose concept shifts at 2017-09: the first
     champion is made in the run for 2017-07 and kept (shadow mode) while each run estimates the
@@ -74,8 +84,13 @@ def test_estimates_are_made_without_labels_and_checked_when_they_land(late_data,
     assert estimated["version"] == champion and estimated["rows"] == 1500
     assert estimated["ci_low"] < estimated["value"] < estimated["ci_high"]
     assert runs["2017-08"]["estimate_check"] is None            # 2017-07 was estimated by nobody
+    # The reference: the champion's labelled months since its candidate month 2017-06, the
+    # evaluated month included; so one more month each run.
+    assert [runs[m]["estimated"]["reference"] for m in ("2017-08", "2017-09", "2017-10")] == [
+        "2017-06..2017-07", "2017-06..2017-08", "2017-06..2017-09"]
     drift = runs["2017-08"]["prediction_drift"]
-    assert drift["column"] == "score" and drift["reference"] == "2017-07" and isinstance(drift["drifted"], bool)
+    assert drift["column"] == "score" and drift["reference"] == "2017-06..2017-07"
+    assert isinstance(drift["drifted"], bool)
 
     # The run for 2017-09 evaluates 2017-08: the estimate made a month ago beside the truth.
     checked = runs["2017-09"]["estimate_check"]

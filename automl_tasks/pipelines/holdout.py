@@ -30,22 +30,30 @@ def check_schema(champion: ScoredModel, prepared: Prepared, month: str) -> None:
 def holdout_rows(frame, spec: ModelSpec, month: str, classes: list | None):
     """The holdout's rows (window.holdout_months ending at `month`), cached so every model
     scores them in the same order, and their labels."""
-    from pyspark.sql import functions as F
+    df, y, segments, _ = labelled_rows(frame, spec, list(months_ending(month, spec.window.holdout_months)), classes)
+    return df, y, segments
 
+
+def labelled_rows(frame, spec: ModelSpec, months: list[str], classes: list | None, *, fraction: float = 1.0):
+    """The rows of `months` (a Bernoulli sample of `fraction` of them, seeded by the spec),
+    cached so every model scores them in the same order; their labels, segments and months."""
+    from pyspark.sql import functions as F
 
     label = (canonical_label(spec.data.label) if spec.task != "regression"
              else F.col(spec.data.label).try_cast("double"))
-    held = list(months_ending(month, spec.window.holdout_months))
-    df = frame.where(F.col(MONTH_COL).isin(held)).withColumn(LABEL_COL, label).persist()
+    rows = frame.where(F.col(MONTH_COL).isin(months))
+    if fraction < 1.0:
+        rows = rows.sample(fraction=fraction, seed=spec.seed)
+    df = rows.withColumn(LABEL_COL, label).persist()
     segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
-    pdf = df.select(F.col(LABEL_COL).alias("y"), segment.alias("segment")).toPandas()
+    pdf = df.select(F.col(LABEL_COL).alias("y"), segment.alias("segment"), F.col(MONTH_COL)).toPandas()
     if classes is None:
         y = pdf["y"].to_numpy(dtype=np.float64)
     else:
         index = {class_key(c): i for i, c in enumerate(classes)}
         y = np.array([index[v] for v in pdf["y"]], dtype=np.int64)
     segments = pdf["segment"].to_numpy(dtype=object) if spec.segment else None
-    return df, y, segments
+    return df, y, segments, pdf[MONTH_COL].to_numpy(dtype=object)
 
 
 def align_classes(prediction: np.ndarray, meta: dict, classes: list | None) -> np.ndarray:

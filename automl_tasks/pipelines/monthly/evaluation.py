@@ -107,9 +107,12 @@ def monitor(ctx: MonthContext, state: dict) -> str:
         if ctx.monitored:
             started = time.perf_counter()
             estimate_check = unlabelled.check_estimate(ctx, champion, champion_pred, holdout_df, y, facts.classes)
+            estimator_reference = champion and unlabelled.reference(
+                ctx, frame, champion, unlabelled.Reference(champion_pred, y, encoded, facts.classes, facts.holdout),
+                window=facts.train, row_counts=facts.row_counts)
             monitored = unlabelled.monitor_unlabelled(
                 ctx, frame, reference, numeric=numeric, categorical=cats, reference_label=trained_on,
-                champion=champion, reference=champion and unlabelled.Reference(champion_pred, y, encoded, facts.classes))
+                champion=champion, reference=estimator_reference)
             mlflow.log_metric("unlabelled_seconds", time.perf_counter() - started)   # what the delay costs
         holdout_df.unpersist()
         # With labels late, this month's drift was news when it was monitored N months ago: the

@@ -4,9 +4,12 @@ the estimate made for a month checked once its labels land.
 The run for month M evaluates E = M - N, the newest month with labels (`evaluation.monitor`,
 `compare`, the decision: all as with N = 0) and, in the same monitor run, monitors M here: its
 features' drift against the training window, the champion's prediction drift (its scores on M
-against its scores on E) and its estimated metric on M (monitoring/estimation.py, fitted on E's
-labelled rows, out of sample for any champion: it was trained before E). The scores are the ones
-served (`automl-tasks score` wrote M for this champion) when they exist, else the champion's.
+against its scores on the reference) and its estimated metric on M (monitoring/estimation.py).
+The reference is the champion's newest labelled months out of its own sample: E and the window's
+months since the champion's candidate month, at most labels.reference_months, one held-out chunk
+each, so the interval carries how the champion's metric varies from month to month. The scores
+are the ones served (`automl-tasks score` wrote M for this champion) when they exist, else the
+champion's.
 
 When the run for M + N evaluates M, `check_estimate` puts the realized metric of the version
 the estimate was made for beside it; a realized value outside the estimate's interval is the
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from automl_tasks.data.months import Month
+from automl_tasks.data.months import Month, describe_months
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.errors import AutomlError
 from automl_tasks.monitoring.messages import ESTIMATE_MISSED
@@ -34,11 +37,52 @@ MONITORED_TAG = "automl.monitored_month"     # on the monitor run that monitored
 
 @dataclass(frozen=True)
 class Reference:
-    """The champion on the evaluated month's labelled rows: what its estimator is fitted on."""
+    """The champion on labelled months out of its sample: what its estimator is fitted on."""
     prediction: np.ndarray          # classes aligned to `classes`
     y: np.ndarray
     features: np.ndarray            # the champion's encoded inputs (DLE reads them)
     classes: list | None
+    months: list[str]               # the reference months, oldest first
+    groups: np.ndarray | None = None     # each row's month; None: a single month
+
+    @property
+    def label(self) -> str:
+        return describe_months(self.months)
+
+
+def earlier_months(window: list[str], since: str | None, room: int) -> list[str]:
+    """The newest `room` months of the training `window` from `since` on (the champion's candidate
+    month: the first it was not trained on); none without `since` (a version registered by hand)."""
+    if not since or room <= 0:
+        return []
+    return [m for m in window if m >= since][-room:]
+
+
+def reference(ctx: MonthContext, frame, champion, evaluated: Reference, *, window: list[str],
+              row_counts: dict[str, int]) -> Reference:
+    """`evaluated` (the champion on the evaluated months) with the window's months since the
+    champion's candidate month before it, newest first up to labels.reference_months in all
+    (those sampled to about monitoring.max_rows rows)."""
+    from automl_tasks.pipelines.holdout import labelled_rows
+    from automl_tasks.registry.promotion import CANDIDATE_MONTH
+
+    spec, (version, model) = ctx.spec, champion
+    since = ctx.client.get_model_version(spec.name, version).tags.get(CANDIDATE_MONTH)
+    earlier = earlier_months(window, since, spec.labels.reference_months - len(evaluated.months))
+    if not earlier:
+        return evaluated
+    total = sum(row_counts[m] for m in earlier)
+    rows, y, _, months = labelled_rows(frame, spec, earlier, evaluated.classes,
+                                       fraction=min(1.0, spec.monitoring.max_rows / total))
+    try:
+        X = model.encode(rows)
+        prediction = align_classes(model.predict_encoded(X), model.meta, evaluated.classes)
+    finally:
+        rows.unpersist()
+    groups = np.concatenate([months, np.full(evaluated.y.size, evaluated.label, dtype=object)])
+    return Reference(np.concatenate([prediction, evaluated.prediction]), np.concatenate([y, evaluated.y]),
+                     np.concatenate([X, evaluated.features]), evaluated.classes, earlier + evaluated.months,
+                     groups)
 
 
 def feature_drift(ctx: MonthContext, reference, current, *, numeric: list[str], categorical: list[str],
@@ -90,13 +134,14 @@ def monitor_unlabelled(ctx: MonthContext, frame, window_sample, *, numeric: list
     found["prediction_drift"] = prediction_drift(ctx, reference, prediction, month)
     estimate = fit_estimator(spec.task, spec.metric, reference_prediction=reference.prediction,
                              reference_y=reference.y, reference_features=reference.features,
-                             seed=spec.seed).estimate(prediction, X)
-    found["estimated"] = {**estimate.to_dict(), "version": version}
+                             reference_groups=reference.groups, seed=spec.seed).estimate(prediction, X)
+    found["estimated"] = {**estimate.to_dict(), "version": version, "reference": reference.label}
     mlflow.log_metrics({f"estimated_{spec.metric}": estimate.value, f"estimated_{spec.metric}_ci_low": estimate.ci_low,
                         f"estimated_{spec.metric}_ci_high": estimate.ci_high}, step=Month.parse(month).step)
     source = "the stored predictions" if found["predictions"] == "served" else "scored now"
     ctx.progress(f"{spec.name} {month}: champion v{version} estimated {spec.metric} {estimate.value:.4f} "
-                 f"[{estimate.ci_low:.4f}, {estimate.ci_high:.4f}] ({estimate.method}, {estimate.rows} rows, {source})")
+                 f"[{estimate.ci_low:.4f}, {estimate.ci_high:.4f}] ({estimate.method} on {reference.label}, "
+                 f"{estimate.rows} rows, {source})")
     return found
 
 
@@ -116,8 +161,8 @@ def _served_or_scored(ctx: MonthContext, version: str, model, X: np.ndarray, ids
 
 
 def prediction_drift(ctx: MonthContext, reference: Reference, prediction: np.ndarray, month: str) -> dict:
-    """The champion's scores on `month` against its scores on the evaluated month (a drift test per
-    score column: P(1), each class's probability, or the value)."""
+    """The champion's scores on `month` against its scores on the reference months (a drift test
+    per score column: P(1), each class's probability, or the value)."""
     import pandas as pd
 
     from automl_tasks.monitoring.drift import drift_report, log_drift_to_mlflow
@@ -128,14 +173,14 @@ def prediction_drift(ctx: MonthContext, reference: Reference, prediction: np.nda
     now = pd.DataFrame(score_columns(meta, prediction))
     with tempfile.TemporaryDirectory() as tmp:
         drift = drift_report(before, now, numerical=list(now.columns), categorical=[], out_dir=tmp,
-                             title=f"{ctx.spec.name} {month}: the champion's scores vs {ctx.month}")
+                             title=f"{ctx.spec.name} {month}: the champion's scores vs {reference.label}")
         log_drift_to_mlflow(drift, prefix="prediction_")
     column = (drift.drifted_columns or list(now.columns))[0]
     info = drift.columns[column]
     ctx.progress(f"{ctx.spec.name} {month}: prediction drift {'yes' if drift.drifted_columns else 'no'} "
                  f"({column}: {info['method']} {info['score']:.4f}, threshold {info['threshold']:g})")
     return {"score": info["score"], "drifted": bool(drift.drifted_columns), "column": column,
-            "method": info["method"], "threshold": info["threshold"], "reference": ctx.month,
+            "method": info["method"], "threshold": info["threshold"], "reference": reference.label,
             "columns": {c: {k: v[k] for k in ("score", "drifted")} for c, v in drift.columns.items()}}
 
 
