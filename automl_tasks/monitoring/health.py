@@ -14,6 +14,7 @@ import numpy as np
 
 from automl_tasks.evaluation.compare import metric_on_resamples
 from automl_tasks.evaluation.metrics import compute_metric, orientation
+from automl_tasks.monitoring.messages import DEGRADED, DRIFT
 
 RESAMPLES = 2000
 INDEX_BUDGET = 2_000_000     # bootstrap indices held at once (resamples x rows), ~16 MB
@@ -71,10 +72,10 @@ def alerts(health: Health | None, drift: dict, *, name: str, month: str, version
     `month`) and `drift` (on `month`)."""
     out = []
     if health is not None and health.degraded:
-        out.append({"kind": "degraded",
+        out.append({"kind": DEGRADED,
                     "message": f"{name} {health_month or month}: champion v{version} {health.describe()}"})
     if drift.get("dataset_drift"):
-        out.append({"kind": "drift", "message": (
+        out.append({"kind": DRIFT, "message": (
             f"{name} {month}: {drift['share_drifted']:.0%} of columns drifted "
             f"({', '.join(drift['drifted_columns'])}), threshold {drift['threshold']:.0%}")})
     return out

@@ -34,7 +34,7 @@ from automl_tasks.models import portable
 from automl_tasks.models.scoring import NativeModel
 from automl_tasks.progress import report
 from automl_tasks.registry import promotion, tracking
-from automl_tasks.registry.champion import NEEDED_TAGS
+from automl_tasks.registry.champion import source_tags
 from automl_tasks.spec import ModelSpec
 
 PART = "part-00000.parquet"
@@ -63,11 +63,7 @@ def load_native_champion(name: str, version: str | None = None) -> NativeChampio
     known = sorted((str(mv.version) for mv in c.search_model_versions(f"name = '{name}'")), key=int)
     if version not in known:
         raise SpecError(f"model {name!r} has no version {version} (versions: {', '.join(known)})")
-    tags = c.get_model_version(name, version).tags
-    missing = [t for t in NEEDED_TAGS if not tags.get(t)]
-    if missing:
-        raise SpecError(f"{name} v{version} cannot be scored: its model version has no tag {missing[0]!r} "
-                        "(not registered by automl-tasks?)")
+    tags = source_tags(name, version, f"{name} v{version} cannot be scored", SpecError)
     run_id, algorithm = tags["automl.source_run_id"], tags["automl.algorithm"]
     local = config.home() / "cache" / "runs" / run_id / algorithm    # the cache load_champion uses
     try:

@@ -66,6 +66,15 @@ def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:
         raise AutomlError(f"cannot be loaded from run {run_id} ({algorithm}): {step}: {detail}") from None
 
 
+def source_tags(name: str, version: str, what: str, error: type[Exception], hint: str = "") -> dict[str, str]:
+    """The version's NEEDED_TAGS (where its model came from), or `error`: `what` and the tag missing."""
+    tags = tracking.client().get_model_version(name, version).tags
+    missing = [t for t in NEEDED_TAGS if not tags.get(t)]
+    if missing:
+        raise error(f"{what}: its model version has no tag {missing[0]!r} (not registered by automl-tasks?){hint}")
+    return {t: tags[t] for t in NEEDED_TAGS}
+
+
 def load_champion(name: str, version: str | None = None) -> tuple[str, ScoredModel] | None:
     """(version, model) of `name`'s champion (or of the version named, the champion when a month's
     checks ran); None without one; AutomlError if it cannot load."""
@@ -73,12 +82,8 @@ def load_champion(name: str, version: str | None = None) -> tuple[str, ScoredMod
     if version is None:
         return None
     where = f"champion {name} v{version}"
-    tags = tracking.client().get_model_version(name, version).tags
-    missing = [t for t in NEEDED_TAGS if not tags.get(t)]
-    if missing:
-        raise AutomlError(f"{where} cannot be loaded: its model version has no tag {missing[0]!r} "
-                          "(not registered by automl-tasks?); roll the champion alias back to a "
-                          "version that has it")
+    tags = source_tags(name, version, f"{where} cannot be loaded", AutomlError,
+                       hint="; roll the champion alias back to a version that has it")
     try:
         return version, load_run_model(*(tags[t] for t in NEEDED_TAGS))
     except AutomlError as exc:
