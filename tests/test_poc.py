@@ -127,6 +127,19 @@ def test_algorithm_verdict_switches_only_on_a_significant_gain():
     assert algorithm_check.best_alternative(board, "logLoss", exclude="xgboost").algorithm == "lightgbm"
 
 
+def test_the_reserve_after_tuning_is_resized_from_the_measured_fits():
+    from automl_tasks.poc.steps import REPORT_SECONDS, RESERVE_SAFETY, evaluation_reserve
+
+    assert evaluation_reserve([], 2, 3, unmeasured=40.0) == 40.0            # nothing measured yet
+    fast = LeaderboardEntry("xgboost", "ok", refit_seconds=1.0)               # out of fold: 3 x 1 + 1 = 4 s
+    # xgboost's own, lightgbm's (still to tune, costed like the slowest) and the champion check's.
+    assert evaluation_reserve([fast], 2, 3, unmeasured=40.0) == pytest.approx(RESERVE_SAFETY * 12 + REPORT_SECONDS)
+    slow = LeaderboardEntry("spark_gbt", "ok", refit_seconds=20.0)            # 61 s: more than the fixed share
+    failed = LeaderboardEntry("lightgbm", "failed")                           # no model: nothing to evaluate
+    assert evaluation_reserve([fast, failed, slow], 3, 3, unmeasured=40.0) == pytest.approx(
+        RESERVE_SAFETY * (4 + 61 + 61) + REPORT_SECONDS)
+
+
 def test_time_shares_roll_over_and_keep_room_to_finish(monkeypatch):
     from automl_tasks.poc import run as poc_run
     from automl_tasks.poc.run import Budget

@@ -16,8 +16,10 @@ Order (each step's output is the next one's input):
 Steps 5-7 are in poc/steps.py; they share a `PocContext`.
 
 Budget: the clock starts when `run_poc` is called. Tuning gets the time left after the
-exploration minus a reserve for steps 5-8; those steps skip (and say so) what their
-measured cost estimate does not fit. On any error the Spark jobs are cancelled, the run
+exploration minus a reserve for steps 5-8: a fixed share until the first algorithm's fits are
+measured, then what its measured fits say the out-of-fold evaluations need
+(`steps.evaluation_reserve`), so the algorithms tuned later get the rest. Steps 5-8 skip (and
+say so) what their measured cost estimate does not fit. On any error the Spark jobs are cancelled, the run
 ends FAILED with the error as a tag, and the local output folder is removed.
 """
 
@@ -37,7 +39,8 @@ from automl_tasks.errors import DataError
 from automl_tasks.formatting import number
 from automl_tasks.models import algorithms
 from automl_tasks.poc.request import PocRequest, resolve
-from automl_tasks.poc.steps import REPORT_SECONDS, PocContext, algorithm_check, evaluate_candidates, segment_study
+from automl_tasks.poc.steps import (REPORT_SECONDS, PocContext, algorithm_check, evaluate_candidates,
+                                    evaluation_reserve, segment_study)
 from automl_tasks.progress import report
 from automl_tasks.registry.records import LeaderboardEntry, TuningResult
 
@@ -206,10 +209,15 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
     (explore_dir / "profile.json").write_text(json.dumps(exploration["records"], indent=2, default=str))
     mlflow.log_artifacts(str(explore_dir), "exploration")
 
-    reserve = (RESERVE_SHARE + (SEGMENT_RESERVE_SHARE if spec.segment else 0.0)) * budget.left() + REPORT_SECONDS
-    deadline = time.monotonic() + budget.left() - reserve
+    left = budget.left()
+    reserve = (RESERVE_SHARE + (SEGMENT_RESERVE_SHARE if spec.segment else 0.0)) * left + REPORT_SECONDS
+    end = time.monotonic() + left
     progress(f"{spec.name}: {budget.elapsed():.0f}s used by checks and exploration; tuning until "
-             f"{deadline - time.monotonic():.0f}s from now, {reserve:.0f}s kept for evaluation and reports")
+             f"{left - reserve:.0f}s from now, {reserve:.0f}s kept for evaluation and reports"
+             + ("" if spec.segment else " (resized from the fits once they are measured)"))
+    # The per-segment study's cost is not measured by the tuning's fits: its share stays fixed.
+    deadline = end - reserve if spec.segment else (
+        lambda board: end - evaluation_reserve(board, len(spec.algorithms), ctx.folds.n_folds, reserve))
     defaults = {a: [algorithms.get(a).defaults] for a in spec.algorithms}
     tuned = TuningResult.from_json(tune(spec, None, spark=ctx.spark, progress=progress, purpose=PURPOSE,
                                         dag_run_id=dag_run_id, prepared=prepared, deadline=deadline,

@@ -55,6 +55,22 @@ def oof_estimate(entry: LeaderboardEntry, n_folds: int) -> float:
     return n_folds * float(entry.refit_seconds or 1.0) + 1.0
 
 
+# The out-of-fold fits are estimated from one refit each: folds and load make them vary.
+RESERVE_SAFETY = 1.5
+
+
+def evaluation_reserve(board: list[LeaderboardEntry], algorithms: int, n_folds: int, unmeasured: float) -> float:
+    """Seconds to keep after the tuning for steps 5-8, given the tuning's leaderboard so far:
+    `unmeasured` until a candidate's fits are measured; then every candidate's out-of-fold
+    estimate (each algorithm still to tune costed like the slowest so far) and one more for the
+    champion check, times RESERVE_SAFETY, plus the reports."""
+    measured = [oof_estimate(e, n_folds) for e in board if e.status == "ok"]
+    if not measured:
+        return unmeasured
+    pending = algorithms - len(board) + 1
+    return RESERVE_SAFETY * (sum(measured) + pending * max(measured)) + REPORT_SECONDS
+
+
 def evaluate_candidate(ctx: PocContext, entry: LeaderboardEntry, folder: Path) -> dict:
     import mlflow
     import yaml

@@ -33,6 +33,9 @@ from automl_tasks.tuning.runner import FitContext, stage
 from automl_tasks.tuning.search import SearchHooks, TrialResult, lift, run_search
 from automl_tasks.tuning.validation import make_folds
 
+# The end of the tuning (a time.monotonic() value), given the leaderboard so far.
+Deadline = Callable[[list[LeaderboardEntry]], float]
+
 
 def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: int | None = None,
                        monitored: tuple[str, ...] = ()) -> Prepared:
@@ -46,7 +49,7 @@ def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: 
 def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None = None, *,
          spark=None, progress: Callable[[str], None] = report, purpose: str = "tuning",
          warm_start: dict[str, list[dict]] | None = None, dag_run_id: str | None = None,
-         prepared: Prepared | None = None, deadline: float | None = None,
+         prepared: Prepared | None = None, deadline: float | Deadline | None = None,
          resume: str | None = None) -> dict:
     """Tune every (or the named) algorithm of `spec` on the window before `month`.
 
@@ -55,7 +58,9 @@ def tune(spec: ModelSpec, month: str | None = None, algorithms: list[str] | None
     caller has it already (the monthly job checks the data before anything else).
     `deadline` (a `time.monotonic()` value): the whole tuning, refits included, should end
     by then; each algorithm's search gets an equal share of the time left (see `share_of`), and a
-    Spark ML algorithm whose one trial cannot end by then is skipped (`_past_deadline`).
+    Spark ML algorithm whose one trial cannot end by then is skipped (`_past_deadline`). A
+    callable is asked again as each algorithm starts, with the leaderboard so far: a caller that
+    keeps time back for work after the tuning can size it from the fits measured.
     `resume`: the run of an interrupted attempt of this same tuning, finished in place; the
     search runs again (seeded, so it proposes the same trials) and replaces its trial runs.
     """
@@ -128,7 +133,7 @@ class TuningRun:
     tags: dict[str, str]
     progress: Callable[[str], None]
     warm_start: dict[str, list[dict]]
-    deadline: float | None
+    deadline: float | Deadline | None
     decision: training_path.Decision
     n_rows: int
     n_folds: int
@@ -174,16 +179,17 @@ def _run(ctx: TuningRun) -> TuningResult:
             fit = FitContext(ctx.staged, algorithm, spec.task, spec.metric,
                              tuple(prepared.encoding.categorical_idx), ctx.threads, spec.seed)
             algo = spec.algorithms[algorithm]
-            skipped = _past_deadline(algorithm, deadline, driver_wave) if leaderboard else None
+            ends = deadline(leaderboard) if callable(deadline) else deadline
+            skipped = _past_deadline(algorithm, ends, driver_wave) if leaderboard else None
             if skipped:
                 progress(f"{algorithm}: skipped: {skipped}")
                 leaderboard.append(LeaderboardEntry(algorithm, status="skipped", reason=skipped, trials=0, failed=0))
                 continue
-            if deadline is not None:
-                budget = share_of(deadline - time.monotonic(), chosen[index:], finishing, driver_wave)
+            if ends is not None:
+                budget = share_of(ends - time.monotonic(), chosen[index:], finishing, driver_wave)
                 algo = algo.model_copy(update={"time_budget_s": budget})
                 progress(f"{algorithm}: {budget:.1f}s of search time (deadline in "
-                         f"{deadline - time.monotonic():.0f}s, {len(chosen) - index} algorithm(s) left)")
+                         f"{ends - time.monotonic():.0f}s, {len(chosen) - index} algorithm(s) left)")
             searched = time.monotonic()
             # The default-params baseline is queued with the first wave, so it fills idle slots.
             trials, baseline = run_search(ctx.spark, fit, algo, ctx.n_folds, ctx.slots, SearchHooks(progress, logger.submit),
