@@ -130,14 +130,17 @@ def test_algorithm_verdict_switches_only_on_a_significant_gain():
 def test_the_reserve_after_tuning_is_resized_from_the_measured_fits():
     from automl_tasks.poc.steps import REPORT_SECONDS, RESERVE_SAFETY, evaluation_reserve
 
-    assert evaluation_reserve([], 2, 3, unmeasured=40.0) == 40.0            # nothing measured yet
+    assert evaluation_reserve([], 2, 3, fixed=40.0) == 40.0                  # nothing measured yet
     fast = LeaderboardEntry("xgboost", "ok", refit_seconds=1.0)               # out of fold: 3 x 1 + 1 = 4 s
-    # xgboost's own, lightgbm's (still to tune, costed like the slowest) and the champion check's.
-    assert evaluation_reserve([fast], 2, 3, unmeasured=40.0) == pytest.approx(RESERVE_SAFETY * 12 + REPORT_SECONDS)
-    slow = LeaderboardEntry("spark_gbt", "ok", refit_seconds=20.0)            # 61 s: more than the fixed share
-    failed = LeaderboardEntry("lightgbm", "failed")                           # no model: nothing to evaluate
-    assert evaluation_reserve([fast, failed, slow], 3, 3, unmeasured=40.0) == pytest.approx(
-        RESERVE_SAFETY * (4 + 61 + 61) + REPORT_SECONDS)
+    # xgboost's own and lightgbm's (still to tune, costed like the slowest so far).
+    assert evaluation_reserve([fast], 2, 3, fixed=40.0) == pytest.approx(RESERVE_SAFETY * 8 + REPORT_SECONDS)
+    medium = LeaderboardEntry("lightgbm", "ok", refit_seconds=3.0)            # 10 s
+    failed = LeaderboardEntry("spark_gbt", "failed")                          # no model: nothing to evaluate
+    assert evaluation_reserve([fast, failed, medium], 4, 3, fixed=40.0) == pytest.approx(
+        RESERVE_SAFETY * (4 + 10 + 10) + REPORT_SECONDS)
+    # Never more than the fixed share: the algorithms still to tune keep their time.
+    slow = LeaderboardEntry("spark_gbt", "ok", refit_seconds=20.0)
+    assert evaluation_reserve([fast, slow], 3, 3, fixed=40.0) == 40.0
 
 
 def test_time_shares_roll_over_and_keep_room_to_finish(monkeypatch):

@@ -17,7 +17,7 @@ Steps 5-7 are in poc/steps.py; they share a `PocContext`.
 
 Budget: the clock starts when `run_poc` is called. Tuning gets the time left after the
 exploration minus a reserve for steps 5-8: a fixed share until the first algorithm's fits are
-measured, then what its measured fits say the out-of-fold evaluations need
+measured, then what the measured fits say the out-of-fold evaluations need when that is less
 (`steps.evaluation_reserve`), so the algorithms tuned later get the rest. Steps 5-8 skip (and
 say so) what their measured cost estimate does not fit. On any error the Spark jobs are cancelled, the run
 ends FAILED with the error as a tag, and the local output folder is removed.
@@ -214,7 +214,7 @@ def _run(ctx: PocContext, exploration: dict, timings: dict, dag_run_id) -> dict:
     end = time.monotonic() + left
     progress(f"{spec.name}: {budget.elapsed():.0f}s used by checks and exploration; tuning until "
              f"{left - reserve:.0f}s from now, {reserve:.0f}s kept for evaluation and reports"
-             + ("" if spec.segment else " (resized from the fits once they are measured)"))
+             + ("" if spec.segment else " (less once the fits are measured)"))
     # The per-segment study's cost is not measured by the tuning's fits: its share stays fixed.
     deadline = end - reserve if spec.segment else (
         lambda board: end - evaluation_reserve(board, len(spec.algorithms), ctx.folds.n_folds, reserve))

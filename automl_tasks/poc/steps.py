@@ -59,16 +59,17 @@ def oof_estimate(entry: LeaderboardEntry, n_folds: int) -> float:
 RESERVE_SAFETY = 1.5
 
 
-def evaluation_reserve(board: list[LeaderboardEntry], algorithms: int, n_folds: int, unmeasured: float) -> float:
-    """Seconds to keep after the tuning for steps 5-8, given the tuning's leaderboard so far:
-    `unmeasured` until a candidate's fits are measured; then every candidate's out-of-fold
-    estimate (each algorithm still to tune costed like the slowest so far) and one more for the
-    champion check, times RESERVE_SAFETY, plus the reports."""
+def evaluation_reserve(board: list[LeaderboardEntry], algorithms: int, n_folds: int, fixed: float) -> float:
+    """Seconds to keep after the tuning for steps 5-8, given the tuning's leaderboard so far: every
+    candidate's out-of-fold estimate (each algorithm still to tune costed like the slowest so
+    far) times RESERVE_SAFETY, plus the reports; never more than the `fixed` share. Only ever
+    less: a deadline moved earlier mid-tuning would starve the algorithms still to tune, and
+    steps 5-8 skip, and say so, what does not fit."""
     measured = [oof_estimate(e, n_folds) for e in board if e.status == "ok"]
     if not measured:
-        return unmeasured
-    pending = algorithms - len(board) + 1
-    return RESERVE_SAFETY * (sum(measured) + pending * max(measured)) + REPORT_SECONDS
+        return fixed
+    pending = algorithms - len(board)
+    return min(fixed, RESERVE_SAFETY * (sum(measured) + pending * max(measured)) + REPORT_SECONDS)
 
 
 def evaluate_candidate(ctx: PocContext, entry: LeaderboardEntry, folder: Path) -> dict:
