@@ -95,9 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-poc-"))
     data = write_data(work, args.rows)
-    env = {**os.environ, "AUTOML_HOME": str(work / "home"), "AUTOML_DATA_ROOTS": str(data.parent),
-           "SPARK_MASTER": os.environ.get("SPARK_MASTER", "local[*]"), "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = poc_env(work / "home", data.parent)
     base = [str(Path(sys.executable).with_name("automl-tasks")), "poc", "--data", str(data), "--label", "default",
             "--json"] + (["--algorithms", args.algorithms] if args.algorithms != "all" else []) \
         + (["--segment", "segment"] if args.segment else [])
@@ -111,9 +109,23 @@ def main() -> None:
                           kill_after=args.kill_after)
         results["kill"] = record
         print(json.dumps(record), file=sys.stderr, flush=True)
+    emit(results, args.json)
+
+
+def poc_env(home: Path, roots: Path) -> dict:
+    """The environment of a measured `automl-tasks poc`: its own home and SQLite store, this
+    checkout's code, local Spark unless SPARK_MASTER says otherwise."""
+    env = {**os.environ, "AUTOML_HOME": str(home), "AUTOML_DATA_ROOTS": str(roots),
+           "SPARK_MASTER": os.environ.get("SPARK_MASTER", "local[*]"), "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def emit(results: dict, path: str | None) -> None:
+    """Every measurement as JSON on stdout, and into `path` when given."""
     text = json.dumps(results, indent=2)
-    if args.json:
-        Path(args.json).write_text(text)
+    if path:
+        Path(path).write_text(text)
     print(text)
 
 

@@ -57,12 +57,10 @@ def write_data(work: Path, rows: int, task: str) -> tuple[Path, Path]:
 
 
 def run_ours(task: str, train: Path, test: Path, budget: float, work: Path) -> dict:
-    from bench.poc import run_once
+    from bench.poc import poc_env, run_once
 
     label, metric, _ = TASKS[task]
-    env = {**os.environ, "AUTOML_HOME": str(work / "home"), "AUTOML_DATA_ROOTS": str(work),
-           "SPARK_MASTER": os.environ.get("SPARK_MASTER", "local[*]"), "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = poc_env(work / "home", work)
     cmd = [str(Path(sys.executable).with_name("automl-tasks")), "poc", "--data", str(train), "--test", str(test),
            "--label", label, "--task", task, "--metric", metric, "--algorithms", "xgboost,lightgbm",
            "--validation", "cv:3", "--time-budget", str(budget), "--json"]
@@ -94,7 +92,7 @@ def flaml_worker(task: str, train: Path, test: Path, budget: float) -> None:
     train_df, test_df = pd.read_csv(train), pd.read_csv(test)
     X, y = train_df.drop(columns=[label]), train_df[label]
     automl = AutoML()
-    left = budget - (time.monotonic() - STARTED)
+    left = max(1.0, budget - (time.monotonic() - STARTED))     # FLAML reads a budget <= 0 as none
     automl.fit(X, y, task="regression" if task == "regression" else "classification",
                estimator_list=["xgboost", "lgbm"], metric=flaml_metric, eval_method="cv", n_splits=3,
                time_budget=left, n_jobs=os.cpu_count(), seed=0, verbose=0)
@@ -122,6 +120,8 @@ def main() -> None:
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
+    from bench.poc import emit
+
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-poc-flaml-"))
     results = {"budget_s": args.budget, "rows": args.rows, "cpus": os.cpu_count(), "tasks": {}}
     for task in args.tasks:
@@ -130,10 +130,7 @@ def main() -> None:
         flaml = run_flaml(task, train, test, args.budget)
         results["tasks"][task] = {"metric": TASKS[task][1], "ours": ours, "flaml": flaml}
         print(json.dumps({task: results["tasks"][task]}), file=sys.stderr, flush=True)
-    text = json.dumps(results, indent=2)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    emit(results, args.json)
 
 
 if __name__ == "__main__":
