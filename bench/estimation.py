@@ -71,10 +71,13 @@ def _predict(task: str, model, X: np.ndarray) -> np.ndarray:
 
 
 def reference_months(month: str, count: int) -> list[str]:
-    """As the monthly job picks them: the labelled months after the champion's training window,
-    up to M - DELAY, the newest `count` of them (labels.reference_months)."""
-    newest, first = Month.parse(month) - DELAY, Month.parse(TRAIN[-1]) + 1
-    return [str(newest - k) for k in reversed(range(count)) if newest - k >= first]
+    """As the monthly job picks them (`earlier_months`): M - DELAY and, from the six months before
+    it, those after the champion's training window, the newest `count` in all."""
+    from automl_tasks.pipelines.monthly.unlabelled import earlier_months
+
+    newest = Month.parse(month) - DELAY
+    window = [str(newest - k) for k in range(6, 0, -1)]
+    return earlier_months(window, str(Month.parse(TRAIN[-1]) + 1), count - 1) + [str(newest)]
 
 
 def accuracy(seed: int, reference: int) -> list[dict]:
