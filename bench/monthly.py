@@ -102,7 +102,9 @@ SPANS = [
     ("automl_tasks.data.prepare", "prepare"),
     ("automl_tasks.data.prepare", "load_frame"),
     ("automl_tasks.data.prepare", "to_matrix"),
-    ("automl_tasks.data.prepare", "_check_feature_values"),
+    ("automl_tasks.data.prepare", "_check_feature_values"),    # before 2026-12-06; then:
+    ("automl_tasks.data.checks", "month_facts"),
+    ("automl_tasks.data.checks", "check_feature_values"),
     ("automl_tasks.data.prepare", "_label_classes"),
     ("automl_tasks.data.prepare", "_encoding"),
     ("automl_tasks.data.sources", "read_source"),

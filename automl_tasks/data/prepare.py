@@ -1,19 +1,20 @@
 """From a spec and a month to numeric matrices: checks, label mapping, Spark ML encoding.
 
-Everything that can be wrong with the data is checked here, before any MLflow run
-starts, so a bad input leaves no half-written state behind.
+Everything that can be wrong with the data is checked here (data/checks.py), before any
+MLflow run starts, so a bad input leaves no half-written state behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl_tasks.data.checks import (ROW_HASH, check_duplicate_ids, check_feature_values, missing_labels,
+                                      month_facts)
 from automl_tasks.data.labels import class_key, class_values
 from automl_tasks.data.months import describe_months
 from automl_tasks.data.sources import MONTH_COL, join_tables, read_source, with_month
@@ -23,8 +24,6 @@ from automl_tasks.spec import ModelSpec
 
 if TYPE_CHECKING:
     from automl_tasks.tuning.training_path import Decision
-
-log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "boolean")
 LABEL_COL, SEGMENT_COL = "__label", "__segment"
@@ -48,6 +47,14 @@ class Matrix:
     y: np.ndarray
     months: np.ndarray
     segments: np.ndarray | None = None
+
+    def of_months(self, months) -> Matrix:
+        """The rows of these months, in order."""
+        import pandas as pd
+
+        rows = pd.Series(self.months).isin(list(months)).to_numpy()
+        return Matrix(self.X[rows], self.y[rows], self.months[rows],
+                      None if self.segments is None else self.segments[rows])
 
 
 @dataclass
@@ -126,82 +133,10 @@ def with_label(df, spec: ModelSpec):
                          else F.col(spec.data.label).try_cast("double"))
 
 
-def missing_labels(spec: ModelSpec, missing: dict[str, int], counts: dict[str, int]) -> DataError:
-    """The error for rows without a label in the window or holdout, with each month's share."""
-    shares = ", ".join(f"{m}: {n} of {counts[m]} ({n / counts[m]:.1%})" for m, n in sorted(missing.items()))
-    hint = ("; labels arrive later than the spec says: raise labels.delay_months" if spec.labels.delay_months
-            else "; if they arrive months late, set labels.delay_months")
-    return DataError(f"label {spec.data.label!r} is missing (null or NaN) in {sum(missing.values())} rows "
-                     f"({shares}){hint}")
-
-
-def _fingerprint(spec: ModelSpec, stats: dict[str, tuple[int, int]], months) -> str:
-    payload = json.dumps({"source": spec.data.source, "months": {m: stats[m] for m in months}},
-                         sort_keys=True)
+def _fingerprint(spec: ModelSpec, facts: dict[str, dict], months) -> str:
+    stats = {m: (facts[m]["rows"], facts[m]["hash"]) for m in months}
+    payload = json.dumps({"source": spec.data.source, "months": stats}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _check_feature_values(df, features, categorical, spec: ModelSpec, dtypes, window: Window) -> None:
-    """Numbers stored as text, text in numeric columns, columns that are all null.
-
-    The text checks cover each holdout month too: it is encoded with the window's casts, and
-    text there would otherwise fail inside Spark (CAST_INVALID_INPUT). One Spark job: the
-    window (group null) and each holdout month are the groups of one aggregation.
-    """
-    from pyspark.sql import functions as F
-
-    strings = [f for f in features if dtypes[f] == "string"]
-    aggs = [F.count(F.col(f)).alias(f"n_{i}") for i, f in enumerate(features)]
-    for i, f in enumerate(strings):
-        bad = F.col(f).isNotNull() & F.trim(F.col(f)).try_cast("double").isNull()
-        aggs += [F.sum(bad.cast("long")).alias(f"bad_{i}"),
-                 F.max(F.when(bad, F.col(f))).alias(f"ex_{i}")]
-    held = list(window.holdout_months)
-    group = F.when(F.col(MONTH_COL).isin(held), F.col(MONTH_COL)).alias("__group")
-    rows = {r["__group"]: r for r in df.groupBy(group).agg(*aggs).collect()}
-    for i, f in enumerate(features):
-        if rows[None][f"n_{i}"] == 0:
-            raise DataError(f"feature {f!r} is null in every row of the window")
-    for month in [None, *held]:
-        row, where = rows[month], f" in month {month}" if month else ""
-        for i, f in enumerate(strings):
-            bad, example, present = row[f"bad_{i}"] or 0, row[f"ex_{i}"], row[f"n_{features.index(f)}"]
-            if f not in categorical and bad:
-                raise DataError(f"numeric column {f!r} has {bad} non-numeric values{where} (e.g. {example!r}); "
-                                "clean them or list the column in categorical")
-            if f in categorical and spec.categorical is None and 0 < bad <= 0.1 * present:
-                raise DataError(f"column {f!r} looks numeric but has {bad} non-numeric values{where} "
-                                f"(e.g. {example!r}); clean them, or list it in categorical if it is one")
-
-
-def _check_duplicate_ids(df, spec: ModelSpec, window: Window) -> dict | None:
-    """Ids on more than one row of a holdout month (one Spark job): a DataError, or with
-    data.duplicate_ids: warn a logged warning and the counts, for the caller's record.
-
-    A duplicated evaluated row weighs twice in the metric and its comparisons. Duplicates in
-    the training window are out of scope here: they are not checked.
-    """
-    from pyspark.sql import functions as F
-
-    id_col, held = spec.data.id, list(window.holdout_months)
-    if not id_col or not held:
-        return None
-    per_month = sorted((df.where(F.col(MONTH_COL).isin(held) & F.col(id_col).isNotNull())
-                        .groupBy(MONTH_COL, id_col).count().where(F.col("count") > 1)
-                        .groupBy(MONTH_COL).agg(F.count(F.lit(1)).alias("ids"), F.sum("count").alias("rows"),
-                                                F.min(id_col).alias("example"),
-                                                F.min_by("count", id_col).alias("times"))
-                        .collect()), key=lambda r: r[MONTH_COL])
-    if not per_month:
-        return None
-    found = "; ".join(f"{r['ids']} ids on more than one row in month {r[MONTH_COL]} ({r['rows']} rows; "
-                      f"e.g. {r['example']!r} on {r['times']} rows)" for r in per_month)
-    if spec.data.duplicate_ids == "error":
-        raise DataError(f"id column {id_col!r} has {found}; keep one row per id in the evaluated month, "
-                        "or set data.duplicate_ids: warn")
-    log.warning("id column %r has %s; evaluating them as they are (data.duplicate_ids: warn)", id_col, found)
-    return {"ids": sum(r["ids"] for r in per_month), "rows": sum(r["rows"] for r in per_month),
-            "months": [r[MONTH_COL] for r in per_month]}
 
 
 def _label_classes(df, spec: ModelSpec) -> list | None:
@@ -342,10 +277,7 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None, monit
     if spec.data.id and spec.data.id not in dtypes:
         raise DataError(f"id column {spec.data.id!r} is not in the data; columns: {', '.join(df.columns)}")
 
-    source_cols = [c for c in df.columns if c != MONTH_COL]
-    stats = {r[0]: (r[1], r[2]) for r in df.groupBy(MONTH_COL).agg(
-        F.count(F.lit(1)), F.sum(F.pmod(F.xxhash64(*source_cols), F.lit(2**31 - 1)))).collect()}
-    counts = {m: n for m, (n, _) in stats.items()}
+    counts = {r[0]: r[1] for r in df.groupBy(MONTH_COL).count().collect()}
     window = select_window(counts, month, spec.window.train_months,
                            holdout_count=spec.window.holdout_months)
     months = list(window.train) + list(window.holdout_months)
@@ -355,38 +287,41 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None, monit
                         f"{month}) has no rows in {spec.data.source}; months with rows: "
                         f"{describe_months(sorted(counts))}")
 
-    df = with_label(df.where(F.col(MONTH_COL).isin(months)), spec)
-    df = df.persist()
+    # Only the kept months and the columns used from here on are cached; the row hash covers
+    # every source column, so the fingerprint still sees a change in any of them.
+    used = dict.fromkeys([*features, spec.data.label, MONTH_COL, *(c for c in (spec.segment, spec.data.id) if c)])
+    source_cols = [c for c in df.columns if c != MONTH_COL]
+    df = (df.where(F.col(MONTH_COL).isin([*months, *monitored]))
+          .select(*used, F.pmod(F.xxhash64(*source_cols), F.lit(2**31 - 1)).alias(ROW_HASH)))
+    df = with_label(df, spec).persist()
     try:
-        label = F.col(spec.data.label)
-        missing = (df.where(label.isNull() | F.isnan(label.try_cast("double")))
-                   .groupBy(MONTH_COL).count().orderBy(MONTH_COL).collect())
+        facts = month_facts(df, spec, features, dtypes)
+        missing = {m: facts[m]["missing"] for m in months if facts[m]["missing"]}
         if missing:
-            raise missing_labels(spec, {r[MONTH_COL]: r["count"] for r in missing}, counts)
+            raise missing_labels(spec, missing, counts)
         train_df = df.where(F.col(MONTH_COL).isin(list(window.train)))
-        _check_feature_values(df, features, categorical, spec, dtypes, window)
-        duplicate_ids = _check_duplicate_ids(df, spec, window)
+        check_feature_values(facts, features, categorical, spec, dtypes, window)
+        duplicate_ids = check_duplicate_ids(df, spec, window)
         classes = _label_classes(train_df, spec)
         pipeline_model = _pipeline(features, categorical, spec.impute).fit(train_df)
         encoding = _encoding(pipeline_model, features, categorical)
         decision = decide(sum(counts[m] for m in window.train), len(features)) if decide else None
-        holdout_df = df.where(F.col(MONTH_COL).isin(list(window.holdout_months))) if window.holdout else None
         if decision is not None and decision.path == "data_parallel":
             # Encoded from the source again, not from `df`: that cache ends with this function.
             frames = _frames(load_frame(spark, spec), pipeline_model, encoding, spec, classes, window)
             train = holdout = given = None
         else:
             frames = None
-            train = to_matrix(pipeline_model, encoding, train_df, spec, classes)
-            holdout = (to_matrix(pipeline_model, encoding, holdout_df, spec, classes)
-                       if holdout_df is not None else None)
+            both = to_matrix(pipeline_model, encoding, df.where(F.col(MONTH_COL).isin(months)), spec, classes)
+            train = both.of_months(window.train)
+            holdout = both.of_months(window.holdout_months) if window.holdout else None
             given = (_given(spark, spec, pipeline_model, encoding, classes)
                      if spec.validation.method == "given" else None)
     finally:
         df.unpersist()
     return Prepared(spec=spec, window=window, train=train, holdout=holdout, given=given,
                     encoding=encoding, classes=classes,
-                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, stats, [*months, *monitored]),
+                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, facts, [*months, *monitored]),
                     row_counts={m: counts[m] for m in months}, frames=frames, training=decision,
                     duplicate_ids=duplicate_ids)
 

@@ -185,13 +185,13 @@ def with_month(df, timestamp: str | None, month_column: str | None, timezone: st
     else:
         raw = F.trim(F.col(column).cast("string"))
         month = F.when(raw.rlike(months.PATTERN), raw)
-    bad = df.where(F.col(column).isNotNull() & month.isNull()).select(column).limit(3).collect()
-    if bad:
-        shown = ", ".join(repr(r[0]) for r in bad)
-        want = "a timestamp" if timestamp else "YYYY-MM"
-        raise DataError(f"column {column!r} has values that are not {want}: {shown}")
-    nulls = df.where(F.col(column).isNull()).limit(1).count()
-    if nulls:
+    # One scan on clean data; only a failing check looks again, to name bad values before nulls.
+    if df.where(F.col(column).isNull() | month.isNull()).limit(1).count():
+        bad = df.where(F.col(column).isNotNull() & month.isNull()).select(column).limit(3).collect()
+        if bad:
+            shown = ", ".join(repr(r[0]) for r in bad)
+            want = "a timestamp" if timestamp else "YYYY-MM"
+            raise DataError(f"column {column!r} has values that are not {want}: {shown}")
         raise DataError(f"column {column!r} has null values: every row needs a time to fall in a month")
     return df.withColumn(MONTH_COL, month)
 
