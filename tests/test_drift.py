@@ -204,6 +204,12 @@ def test_spark_sample_to_pandas(spark):
     assert fraction == pytest.approx(0.1)
     assert list(sample.columns) == ["k", "v"] and 0 < len(sample) <= 100
     pd.testing.assert_frame_equal(sample, again)
+    # A row count the caller knows replaces Spark's count: the same fraction, the same rows.
+    known, known_fraction = spark_sample_to_pandas(df, ["k", "v"], max_rows=100, seed=3, rows=1000)
+    assert known_fraction == fraction
+    pd.testing.assert_frame_equal(sample, known)
+    halved, halved_fraction = spark_sample_to_pandas(df, ["k", "v"], max_rows=100, seed=3, rows=500)
+    assert halved_fraction == pytest.approx(0.2)
 
     whole, fraction = spark_sample_to_pandas(df, ["v"], max_rows=5000)
     assert fraction == 1.0 and len(whole) == 1000

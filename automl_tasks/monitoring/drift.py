@@ -94,12 +94,13 @@ def sample_frame(df: pd.DataFrame, max_rows: int, seed: int = 0) -> tuple[pd.Dat
     return df.sample(n=max_rows, random_state=seed), max_rows / len(df)
 
 
-def spark_sample_to_pandas(df, columns: list[str], max_rows: int, seed: int = 0
+def spark_sample_to_pandas(df, columns: list[str], max_rows: int, seed: int = 0, rows: int | None = None
                            ) -> tuple[pd.DataFrame, float]:
     """Spark DataFrame -> pandas with at most `max_rows` rows, and the sampling fraction.
 
     `sample` is Bernoulli (about fraction * count rows, Spark Connect friendly);
     `limit` trims its small overshoot so the driver never collects more than the cap.
+    `rows`: the frame's row count when the caller already knows it (saves a Spark job).
     """
     if max_rows < 1:
         raise DataError(f"max_rows must be at least 1, got {max_rows}")
@@ -107,7 +108,7 @@ def spark_sample_to_pandas(df, columns: list[str], max_rows: int, seed: int = 0
     if missing:
         raise DataError(f"column(s) {missing} not in the Spark DataFrame (has {df.columns})")
     selected = df.select(*columns)
-    count = selected.count()
+    count = selected.count() if rows is None else rows
     fraction = 1.0 if count == 0 else min(1.0, max_rows / count)
     if fraction < 1.0:
         selected = selected.sample(fraction=fraction, seed=seed).limit(max_rows)

@@ -82,8 +82,9 @@ def monitor(ctx: MonthContext, state: dict) -> str:
     trained_on = describe_months(facts.train)
     with child(ctx.client, ctx.experiment, _tags(ctx), "evaluation", state["runs"]["month"], f"monitor-{month}") as run:
         cap = spec.monitoring.max_rows
-        reference, ref_fraction = spark_sample_to_pandas(window_df, features, cap, seed=spec.seed)
-        current, cur_fraction = spark_sample_to_pandas(holdout_df, features, cap, seed=spec.seed)
+        reference, ref_fraction = spark_sample_to_pandas(window_df, features, cap, seed=spec.seed,
+                                                         rows=sum(facts.row_counts[m] for m in facts.train))
+        current, cur_fraction = spark_sample_to_pandas(holdout_df, features, cap, seed=spec.seed, rows=len(y))
         drift_summary = unlabelled.feature_drift(ctx, reference, current, numeric=numeric, categorical=cats,
                                                  reference_label=trained_on, month=month)
         mlflow.set_tags({"drift_spark_fraction_reference": str(ref_fraction),
