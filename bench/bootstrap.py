@@ -4,7 +4,7 @@
 
 What the monthly job's compare step runs at 1M rows: `compare_by_segment` over the holdout
 (167k rows, 3 segments, 2,000 resamples) for one candidate against the champion. Each repeat
-runs it with `compare.THREADS = 1` and with the default (one thread per usable core),
+runs it with `resampling.THREADS = 1` and with the default (one thread per usable core),
 interleaved, and checks that both give the same intervals. Prints seconds and the ratio;
 nothing here asserts a time.
 """
@@ -43,16 +43,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from automl_tasks.evaluation import compare
+    from automl_tasks.evaluation import compare, resampling
 
     task = "regression" if args.metric in ("rmse", "mae", "r2") else "binary"
     y, candidate, champion, segments = data(args.rows, args.metric)
-    pool = compare.THREADS
+    pool = resampling.THREADS
     seconds: dict[int, list[float]] = {1: [], pool: []}
     results = {}
     for _ in range(args.repeats):
         for threads in (1, pool):
-            compare.THREADS = threads
+            resampling.THREADS = threads
             start = time.perf_counter()
             results[threads] = compare.compare_by_segment(args.metric, task, y, candidate, champion, segments)
             seconds[threads].append(time.perf_counter() - start)

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from automl_tasks.errors import DataError, SpecError
-from automl_tasks.evaluation import compare
-from automl_tasks.evaluation.compare import (
-    MIN_RESAMPLES, VECTORISED_METRICS, Comparison, compare_by_segment, metric_on_resamples,
-    paired_bootstrap)
+from automl_tasks.evaluation import resampling
+from automl_tasks.evaluation.compare import MIN_RESAMPLES, Comparison, compare_by_segment, paired_bootstrap
+from automl_tasks.evaluation.resampling import VECTORISED_METRICS, metric_on_resamples
 from automl_tasks.evaluation.metrics import METRICS, compute_metric
 
 TOL = 1e-12
@@ -89,7 +88,7 @@ def test_loop_fallback_gives_the_same_comparison(monkeypatch):
     y, proba = multiclass_data(seed=3, n=150)
     other = np.roll(proba, 1, axis=0)
     vectorised = paired_bootstrap("f1", "multiclass", y, proba, other, resamples=1000)
-    monkeypatch.setattr(compare, "_BATCH", {})
+    monkeypatch.setattr(resampling, "_BATCH", {})
     looped = paired_bootstrap("f1", "multiclass", y, proba, other, resamples=1000)
     for field in ("candidate", "baseline", "delta", "ci_low", "ci_high", "p_value"):
         assert getattr(looped, field) == pytest.approx(getattr(vectorised, field), abs=TOL)
@@ -98,7 +97,7 @@ def test_loop_fallback_gives_the_same_comparison(monkeypatch):
 def test_results_do_not_depend_on_chunking(monkeypatch):
     y, yhat = regression_data(seed=1, n=300)
     whole = paired_bootstrap("rmse", "regression", y, yhat, yhat[::-1].copy())
-    monkeypatch.setattr(compare, "MAX_CHUNK_INDICES", 300 * 7)  # 7 resamples per chunk
+    monkeypatch.setattr(resampling, "MAX_CHUNK_INDICES", 300 * 7)  # 7 resamples per chunk
     chunked = paired_bootstrap("rmse", "regression", y, yhat, yhat[::-1].copy())
     assert chunked == whole
 

@@ -48,13 +48,13 @@ def test_a_noisy_month_near_the_reference_is_not_degraded():
 
 
 def test_the_interval_drawn_in_chunks_equals_one_draw(monkeypatch):
-    from automl_tasks.monitoring import health as module
+    from automl_tasks.evaluation import resampling
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=5000)
     prediction = y + rng.normal(scale=0.5, size=5000)
     chunked = interval("rmse", "regression", y, prediction, seed=7)   # 2000 x 5000 > one chunk
-    monkeypatch.setattr(module, "INDEX_BUDGET", 2000 * 5000)
+    monkeypatch.setattr(resampling, "MAX_CHUNK_INDICES", 2000 * 5000)
     assert interval("rmse", "regression", y, prediction, seed=7) == chunked
     value = float(np.sqrt(np.mean((prediction - y) ** 2)))
     assert chunked[0] < value < chunked[1] and chunked[1] - chunked[0] < 0.05

@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from automl_tasks.evaluation.compare import metric_on_resamples
+from automl_tasks.evaluation.resampling import bootstrap_metric
 from automl_tasks.evaluation.metrics import compute_metric, orientation
 from automl_tasks.monitoring.messages import DEGRADED, DRIFT
 
 RESAMPLES = 2000
-INDEX_BUDGET = 2_000_000     # bootstrap indices held at once (resamples x rows), ~16 MB
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,7 @@ class Health:
 def interval(metric: str, task: str, y, prediction, *, seed: int = 0, resamples: int = RESAMPLES,
              confidence: float = 0.95) -> tuple[float, float]:
     """The percentile bootstrap interval of one model's `metric` on these rows."""
-    n = len(y)
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, INDEX_BUDGET // max(n, 1))
-    values = np.concatenate([
-        metric_on_resamples(metric, task, y, prediction, rng.integers(0, n, size=(min(per_chunk, resamples - s), n)))
-        for s in range(0, resamples, per_chunk)])
+    values = bootstrap_metric(metric, task, y, prediction, resamples=resamples, seed=seed)
     values = values[np.isfinite(values)]
     alpha = 1.0 - confidence
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
