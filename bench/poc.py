@@ -79,7 +79,8 @@ def run_once(cmd: list[str], env: dict, budget: float, kill_after: float | None 
                   trials={r["algorithm"]: r["trials"] for r in summary["leaderboard"]},
                   out_of_fold={r["algorithm"]: r["oof_value"] is not None for r in summary["leaderboard"]},
                   best=summary["best"]["algorithm"], value=round(summary["best"]["value"], 4),
-                  test={r["algorithm"]: r["test_value"] for r in summary["leaderboard"]})
+                  test={r["algorithm"]: r["test_value"] for r in summary["leaderboard"]},
+                  params={r["algorithm"]: r.get("params") for r in summary["leaderboard"]})
     return record
 
 
