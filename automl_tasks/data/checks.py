@@ -28,13 +28,13 @@ def missing_labels(spec: ModelSpec, missing: dict[str, int], counts: dict[str, i
 
 
 def month_facts(df, spec: ModelSpec, features, dtypes) -> dict[str, dict]:
-    """One Spark job over the kept months (it fills `prepare`'s cache): per month its rows,
-    the sum of its row hashes (the fingerprint), missing labels, and per feature the non-null
+    """One Spark job over the kept months (it fills `prepare`'s cache): per month the sum of
+    its row hashes (the fingerprint), missing labels, and per feature the non-null
     count and, for string columns, the values that are not numbers (count and an example)."""
     from pyspark.sql import functions as F
 
     label = F.col(spec.data.label)
-    aggs = [F.count(F.lit(1)).alias("rows"), F.sum(ROW_HASH).alias("hash"),
+    aggs = [F.sum(ROW_HASH).alias("hash"),
             F.sum((label.isNull() | F.isnan(label.try_cast("double"))).cast("long")).alias("missing")]
     aggs += [F.count(F.col(f)).alias(f"n_{i}") for i, f in enumerate(features)]
     for i, f in enumerate(features):

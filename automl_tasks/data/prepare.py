@@ -133,8 +133,8 @@ def with_label(df, spec: ModelSpec):
                          else F.col(spec.data.label).try_cast("double"))
 
 
-def _fingerprint(spec: ModelSpec, facts: dict[str, dict], months) -> str:
-    stats = {m: (facts[m]["rows"], facts[m]["hash"]) for m in months}
+def _fingerprint(spec: ModelSpec, counts: dict[str, int], facts: dict[str, dict], months) -> str:
+    stats = {m: (counts[m], facts[m]["hash"]) for m in months}
     payload = json.dumps({"source": spec.data.source, "months": stats}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -321,7 +321,7 @@ def prepare(spark, spec: ModelSpec, month: str | None = None, decide=None, monit
         df.unpersist()
     return Prepared(spec=spec, window=window, train=train, holdout=holdout, given=given,
                     encoding=encoding, classes=classes,
-                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, facts, [*months, *monitored]),
+                    pipeline=pipeline_model, fingerprint=_fingerprint(spec, counts, facts, [*months, *monitored]),
                     row_counts={m: counts[m] for m in months}, frames=frames, training=decision,
                     duplicate_ids=duplicate_ids)
 
