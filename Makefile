@@ -4,6 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
+# Bytecode is written at install: uv does not by default, and where PYTHONDONTWRITEBYTECODE is
+# set (this CI machine, many container images) every process would compile mlflow, pyspark,
+# xgboost, ... again: ~3.7 s of each command's start (bench/RESULTS.md, "Bytecode at install").
+UV_INSTALL := $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python
 export AUTOML_HOME ?= $(CURDIR)/.automl_home
 export AIRFLOW_HOME ?= $(AUTOML_HOME)/airflow
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -22,7 +26,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python -c constraints.txt -e ".[airflow,monitoring,dev]"
+	$(UV_INSTALL) -c constraints.txt -e ".[airflow,monitoring,dev]"
 	@mkdir -p $(AUTOML_HOME) $(AIRFLOW_HOME)
 	touch $@
 
@@ -102,7 +106,7 @@ stack-demo: install
 # Re-pin after changing dependencies in pyproject.toml.
 lock: $(BIN)/activate
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python -e ".[airflow,monitoring,dev,bench]"
+	$(UV_INSTALL) -e ".[airflow,monitoring,dev,bench]"
 	{ echo "# Exact versions tested together (Python 3.11). Regenerate with \`make lock\` after changing pyproject.toml."; \
 	  $(BIN)/uv pip freeze --python $(BIN)/python | grep -v -E '^(-e |automl-tasks|uv==|pip==)'; } > constraints.txt
 
