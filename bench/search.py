@@ -86,7 +86,7 @@ FIXED = {"xgboost": {"n_estimators": N_ESTIMATORS},
          "lightgbm": {"n_estimators": N_ESTIMATORS, "subsample_freq": 1}}   # LightGBM bags only with a freq
 FLAML_NAME = {"xgboost": "xgboost", "lightgbm": "lgbm"}
 
-TRIAL_RE = re.compile(r"^(?P<algorithm>\w+) trial (?P<done>\d+)/\S+ (?P<rest>.*)$")
+TRIAL_RE = re.compile(r"^(?P<algorithm>\w+) trial (?P<done>\d+)(/\S+)? (?P<rest>.*)$")   # "/total": not when a budget ends it
 WINDOW_RE = re.compile(r"^\S+: window ")
 
 
