@@ -119,6 +119,23 @@ def test_adaptive_reaches_a_corner_optimum_in_one_sweep(slots):
     assert {"num_leaves": 4, "learning_rate": 0.3, "subsample": 1.0, "booster": "gbdt"} in told
 
 
+def test_adaptive_proposes_nothing_while_the_sweep_waits_for_results_in_flight():
+    """A TPE config asked while the design's last results are out would be queued ahead of the
+    first move and delay it by a wave: the search proposes nothing until the results are in."""
+    dims = spaces.parse_space("lightgbm", CORNER_SPACE)
+    search = Adaptive(dims, greater_is_better=True, trials=None, seed=0)
+    design = search.ask(20)
+    assert len(design) == 9                 # the centre and the 8-run array, no TPE behind them
+    for config in design[:-1]:
+        search.tell(config, _corner_optimum(config))
+    assert search.ask(2) == []              # one design result is still out
+    search.tell(design[-1], _corner_optimum(design[-1]))
+    best = max(design, key=_corner_optimum)
+    moves = search.ask(2)
+    assert len(moves) == 2
+    assert all(sum(m[k] != best[k] for k in best) == 1 for m in moves)
+
+
 def test_window_selection():
     counts = {str(Month(2018, 1) + k): 100 for k in range(12)}
     window = select_window(counts, "2018-10", 6)

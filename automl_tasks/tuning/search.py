@@ -61,6 +61,8 @@ class Adaptive:
 
     Warm-start points come first, then a coordinate sweep (tuning/sweep.py) that tries each
     axis's ends (cold) or steps around the warm point, then TPE, which learns from them all.
+    While the sweep waits for results in flight, `ask` proposes nothing: a TPE config filling
+    the slot would be queued ahead of the sweep's next points and delay them by a whole wave.
     """
 
     def __init__(self, dims: list[spaces.Dimension], greater_is_better: bool, trials: int | None,
@@ -90,6 +92,8 @@ class Adaptive:
         configs = []
         for _ in range(max(0, n)):
             fixed = self.queue.pop(0) if self.queue else self.sweep.propose()
+            if fixed is None and not self.sweep.finished and self.pending:
+                break       # the sweep's next point waits for these results (never with none out)
             if fixed is not None:
                 self.study.enqueue_trial(fixed)
             trial = self.study.ask(self.dims)

@@ -95,6 +95,11 @@ class CoordinateSweep:
         self.combined = False
         self.base = base
 
+    @property
+    def finished(self) -> bool:
+        """Every start-up config has been proposed: `propose` returns None from now on."""
+        return not self.start and not self.moves and self.combined
+
     def propose(self) -> dict | None:
         """The next start-up config, or None: the sweep is over, or waits for results."""
         if self.start:
