@@ -125,12 +125,18 @@ def canonical_label(column: str):
     return F.when(number.isNotNull() & ~F.isnan(number), as_number).otherwise(raw)
 
 
-def with_label(df, spec: ModelSpec):
-    """`df` with LABEL_COL: the canonical label (classification) or the numeric one (regression)."""
+def label_column(spec: ModelSpec):
+    """The label as models see it: the canonical text (classification) or a double (regression);
+    null where the value cannot be read as one."""
     from pyspark.sql import functions as F
 
-    return df.withColumn(LABEL_COL, canonical_label(spec.data.label) if spec.task != "regression"
-                         else F.col(spec.data.label).try_cast("double"))
+    label = spec.data.label
+    return canonical_label(label) if spec.task != "regression" else F.col(label).try_cast("double")
+
+
+def with_label(df, spec: ModelSpec):
+    """`df` with LABEL_COL (`label_column`)."""
+    return df.withColumn(LABEL_COL, label_column(spec))
 
 
 def _fingerprint(spec: ModelSpec, counts: dict[str, int], facts: dict[str, dict], months) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 
 from automl_tasks.data.labels import class_key
 from automl_tasks.data.months import months_ending
-from automl_tasks.data.prepare import LABEL_COL, Prepared, canonical_label
+from automl_tasks.data.prepare import LABEL_COL, Prepared, with_label
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
@@ -39,12 +39,10 @@ def labelled_rows(frame, spec: ModelSpec, months: list[str], classes: list | Non
     cached so every model scores them in the same order; their labels, segments and months."""
     from pyspark.sql import functions as F
 
-    label = (canonical_label(spec.data.label) if spec.task != "regression"
-             else F.col(spec.data.label).try_cast("double"))
     rows = frame.where(F.col(MONTH_COL).isin(months))
     if fraction < 1.0:
         rows = rows.sample(fraction=fraction, seed=spec.seed)
-    df = rows.withColumn(LABEL_COL, label).persist()
+    df = with_label(rows, spec).persist()
     segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
     pdf = df.select(F.col(LABEL_COL).alias("y"), segment.alias("segment"), F.col(MONTH_COL)).toPandas()
     if classes is None:

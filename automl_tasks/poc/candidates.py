@@ -95,7 +95,7 @@ def test_predictions(model, pipeline_model, test_df, spec, classes: list | None)
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from automl_tasks.data.prepare import canonical_label, model_columns
+    from automl_tasks.data.prepare import label_column, model_columns
 
     meta = model.meta
     cols = model_columns(meta["feature_names"], list(meta["categorical"]), meta["impute_strategy"])
@@ -103,8 +103,7 @@ def test_predictions(model, pipeline_model, test_df, spec, classes: list | None)
     has_label = label in test_df.columns
     df = test_df.withColumn("__row", F.monotonically_increasing_id())
     if has_label:
-        df = df.withColumn("__y", canonical_label(label) if spec.task != "regression"
-                           else F.col(label).try_cast("double"))
+        df = df.withColumn("__y", label_column(spec))
     out = pipeline_model.transform(df)
     pdf = out.select("__row", *test_df.columns, *(["__y"] if has_label else []),
                      *[F.col(c).cast("double").alias(f"__x{i}") for i, c in enumerate(cols)]

@@ -144,14 +144,12 @@ def preload(module: str) -> None:
 
 def check_test_labels(test_df, spec, classes: list | None) -> None:
     """A labelled test file: every label known to the training data and none missing."""
-    from pyspark.sql import functions as F
-
-    from automl_tasks.data.prepare import canonical_label
+    from automl_tasks.data.prepare import label_column
 
     label = spec.data.label
     if label not in test_df.columns:
         return
-    value = canonical_label(label) if spec.task != "regression" else F.col(label).try_cast("double")
+    value = label_column(spec)
     missing = test_df.where(value.isNull()).count()
     if missing:
         raise DataError(f"test data label {label!r} is missing or not a number in {missing} row(s); "
