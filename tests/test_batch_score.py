@@ -4,8 +4,8 @@ against local Spark, a real MLflow server and the demo data.
 The champion is a real tuning's best model, registered and promoted through the registry's own
 calls (as the monthly job's decision step does). The predictions written are checked against the
 champion's own, computed here by another public path: `load_champion` (the monitor step's: the
-run's fitted Spark preprocessing and the MLflow flavor model), where scoring uses the native export
-(metadata.json's encoding and the booster file).
+MLflow flavor model), where scoring uses the native export (the booster file). Both encode with
+`models.scoring.encode`, which tests/test_scoring_encode.py holds to the Spark pipeline's matrix.
 """
 
 from __future__ import annotations

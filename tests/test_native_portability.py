@@ -16,6 +16,7 @@ from automl_tasks.data.demo import generate_loans
 from automl_tasks.models import scoring
 from automl_tasks.spec import load_spec
 from automl_tasks.tuning.job import tune
+from tests.support.encoding import pipeline_matrix
 from tests.support.specs import write_spec
 
 ONE_TRIAL = {
@@ -60,10 +61,13 @@ def test_native_model_reproduces_project_predictions(task, demo_dir, spark, trac
         meta = json.loads((model_dir / "metadata.json").read_text())
         assert meta["task"] == task and meta["feature_names"][:2] == ["income", "loan_amount"]
         assert "atlantis" not in meta["categorical"]["region"]
-        # The project's path: saved Spark pipeline + the MLflow flavor model.
+        # The project's path: metadata.json's encoding on Spark's casts + the MLflow flavor model. Its
+        # matrix is the one the run's saved Spark preprocessing gives.
+        X = scoring.encode(meta, frame)
         pipeline = scoring.load_pipeline(model_dir.parent / "preprocessing")
+        np.testing.assert_array_equal(X, pipeline_matrix(pipeline, meta, frame))
         flavor = mlflow.xgboost if entry["algorithm"] == "xgboost" else mlflow.lightgbm
-        project = scoring.predict(flavor.load_model(entry["model_uri"]), meta, scoring.encode(pipeline, meta, frame))
+        project = scoring.predict(flavor.load_model(entry["model_uri"]), meta, X)
 
         # A fresh interpreter, isolated from the project (-I: no cwd, no user site, no PYTHON* env).
         out = subprocess.run([sys.executable, "-I", "-c", FRESH_PROCESS, str(model_dir), str(rows_path)],

@@ -27,6 +27,13 @@ def missing_labels(spec: ModelSpec, missing: dict[str, int], counts: dict[str, i
                      f"({shares}){hint}")
 
 
+def not_a_number(column: str):
+    """True where a text column holds a value that is not a number (null is not such a value)."""
+    from pyspark.sql import functions as F
+
+    return F.col(column).isNotNull() & F.trim(F.col(column)).try_cast("double").isNull()
+
+
 def month_facts(df, spec: ModelSpec, features, dtypes) -> dict[str, dict]:
     """One Spark job over the kept months (it fills `prepare`'s cache): per month the sum of
     its row hashes (the fingerprint), missing labels, and per feature the non-null
@@ -39,7 +46,7 @@ def month_facts(df, spec: ModelSpec, features, dtypes) -> dict[str, dict]:
     aggs += [F.count(F.col(f)).alias(f"n_{i}") for i, f in enumerate(features)]
     for i, f in enumerate(features):
         if dtypes[f] == "string":
-            bad = F.col(f).isNotNull() & F.trim(F.col(f)).try_cast("double").isNull()
+            bad = not_a_number(f)
             aggs += [F.sum(bad.cast("long")).alias(f"bad_{i}"), F.max(F.when(bad, F.col(f))).alias(f"ex_{i}")]
     return {r[MONTH_COL]: r.asDict() for r in df.groupBy(MONTH_COL).agg(*aggs).collect()}
 

@@ -41,21 +41,33 @@ def _category_key(value) -> str | None:
     return str(value)
 
 
-def encode(meta: dict, rows: list[dict]) -> np.ndarray:
-    """Rows of raw values -> the model's input matrix, column order as trained."""
-    X = np.empty((len(rows), len(meta["feature_names"])), dtype=np.float64)
+def _numbers(values) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)     # None -> NaN, as float() reads text
+    except (TypeError, ValueError):
+        return np.array([_number(v) for v in values], dtype=np.float64)    # raises naming the value
+
+
+def encode_columns(meta: dict, columns: dict, n_rows: int) -> np.ndarray:
+    """Raw values by feature name (any sequence of n_rows) -> the model's input matrix, column order as trained."""
+    X = np.empty((n_rows, len(meta["feature_names"])), dtype=np.float64)
     for j, name in enumerate(meta["feature_names"]):
         if name in meta["categorical"]:
             categories = meta["categorical"][name]
             index = {c: i for i, c in enumerate(categories)}
             unseen = len(categories)
-            X[:, j] = [index.get(_category_key(r.get(name)), unseen) for r in rows]
+            X[:, j] = [index.get(_category_key(v), unseen) for v in columns[name]]
         else:
-            column = np.array([_number(r.get(name)) for r in rows], dtype=np.float64)
+            column = _numbers(columns[name])
             if name in meta["impute"]:
                 column[np.isnan(column)] = meta["impute"][name]
             X[:, j] = column
     return X
+
+
+def encode(meta: dict, rows: list[dict]) -> np.ndarray:
+    """Rows of raw values -> the model's input matrix, column order as trained."""
+    return encode_columns(meta, {name: [r.get(name) for r in rows] for name in meta["feature_names"]}, len(rows))
 
 
 def raw_predict(path: str, meta: dict, X: np.ndarray) -> np.ndarray:

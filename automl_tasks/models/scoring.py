@@ -1,4 +1,12 @@
-"""Scoring new rows the project's way: the saved Spark pipeline encodes, the model predicts."""
+"""Scoring new rows the project's way: metadata.json's encoding on Spark's own casts, then the model.
+
+`encode` needs no fitted Spark pipeline: the pipeline's first stage casts each feature (numeric to
+double, categorical to string), and what it fitted after that, the categories' order and the
+fill values, is what metadata.json records. So `encode` runs the same casts in Spark and applies
+the recorded encoding with numpy (predict.py's own code): the same matrix the pipeline gives
+(tests/test_scoring_encode.py), without loading a pipeline on every scoring step. The pipeline is
+still saved with each tuning run (`preprocessing/`): a Spark job can score with it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from automl_tasks.data.prepare import model_columns
 from automl_tasks.models import adapters
 from automl_tasks.spark import driver_local_ml_io
 
@@ -30,17 +37,20 @@ def load_pipeline(path):
         return JavaMLReader(PipelineModel).load(str(path))
 
 
-def encode(pipeline_model, meta: dict, df, *, carry: str | None = None):
+def encode(meta: dict, df, *, carry: str | None = None):
     """Raw Spark rows -> the model's input matrix, with the encoding fitted at training time.
     `carry`: a column of `df` (an id) returned beside the matrix, row for row: (X, values)."""
     from pyspark.sql import functions as F
 
-    cols = model_columns(meta["feature_names"], list(meta["categorical"]), meta["impute_strategy"])
-    xs = [f"x{i}" for i in range(len(cols))]
-    pdf = pipeline_model.transform(df).select(
-        *[F.col(c).cast("double").alias(x) for x, c in zip(xs, cols)],
-        *([F.col(carry).alias("carried")] if carry else [])).toPandas()
-    X = pdf[xs].to_numpy(dtype=np.float64)
+    from automl_tasks.models import portable
+
+    names = meta["feature_names"]
+    xs = [f"x{i}" for i in range(len(names))]
+    # The training pipeline's casts (data.prepare._pipeline's first stage), so text keys and numbers match.
+    pdf = df.select(*[F.col(name).cast("string" if name in meta["categorical"] else "double").alias(x)
+                      for x, name in zip(xs, names)],
+                    *([F.col(carry).alias("carried")] if carry else [])).toPandas()
+    X = portable.encode_columns(meta, {name: pdf[x].to_numpy() for x, name in zip(xs, names)}, len(pdf))
     return (X, pdf["carried"].to_numpy()) if carry else X
 
 

@@ -7,7 +7,8 @@ regression: the prediction) or one `proba_<class>` per class (multiclass), `pred
 The month is read as the monthly job reads its holdout (`load_frame`, the month column), labels
 never: a month scores before its labels arrive. The model is the version's native export
 (`native/<algorithm>/`: the booster and metadata.json a deployment's predict.py uses), encoded
-with the encoding metadata.json records (`portable.encode`), so no Spark pipeline is loaded.
+with the encoding metadata.json records (`models.scoring.encode`, as every step scores), so no Spark
+pipeline is loaded.
 Every check runs before anything is written; the partition is replaced whole or not at all.
 """
 
@@ -24,13 +25,14 @@ from typing import Callable
 import numpy as np
 
 from automl_tasks import config
+from automl_tasks.data.checks import not_a_number
 from automl_tasks.data.labels import class_key
 from automl_tasks.data.months import Month
 from automl_tasks.data.prepare import load_frame, resolve_columns
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.data.windows import select_window
 from automl_tasks.errors import AutomlError, DataError, SpecError
-from automl_tasks.models import portable
+from automl_tasks.models import portable, scoring
 from automl_tasks.models.scoring import NativeModel
 from automl_tasks.progress import report
 from automl_tasks.registry import promotion, tracking
@@ -38,7 +40,6 @@ from automl_tasks.registry.champion import source_tags
 from automl_tasks.spec import ModelSpec
 
 PART = "part-00000.parquet"
-ENCODE_ROWS = 100_000      # rows per portable.encode call: bounds the row dicts held at once
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,12 @@ def score_month(spec: ModelSpec, month: str, *, version: str | None = None, out:
     frame = load_frame(spark, spec)
     counts = {r[0]: r[1] for r in frame.groupBy(MONTH_COL).count().collect()}
     select_window(counts, month, train_months=0)          # the month has rows, or says which exist
-    features = check_columns(spec, champion, dict(frame.dtypes), month)
-    rows = frame.where(F.col(MONTH_COL) == month).select(spec.data.id, *features).toPandas()
-    table = predictions(rows, spec.data.id, champion, month)
+    dtypes = dict(frame.dtypes)
+    check_columns(spec, champion, dtypes, month)
+    rows = frame.where(F.col(MONTH_COL) == month)
+    _check_numbers(rows, champion.model.meta, dtypes, month)
+    X, ids = scoring.encode(champion.model.meta, rows, carry=spec.data.id)
+    table = predictions(X, ids, spec.data.id, champion)
     path = write_partition(table, Path(out) if out else config.predictions_dir(), spec.name, month)
     progress(f"{spec.name} {month}: scored {len(table)} rows with v{champion.version} -> {path}")
     return {"model": spec.name, "version": champion.version, "month": month, "rows": len(table),
@@ -139,14 +143,13 @@ def _difference(spec_side: list[str], champion_side: list[str], where: str) -> s
                      + ([f"{where} has {', '.join(lacking)}, the spec not"] if lacking else []))
 
 
-def predictions(rows, id_column: str, champion: NativeChampion, month: str):
+def predictions(X: np.ndarray, ids: np.ndarray, id_column: str, champion: NativeChampion):
     """The output table: id, score or proba_<class>, prediction, model_name, model_version, run_id."""
     import pandas as pd
 
     meta = champion.model.meta
-    _check_numbers(rows, meta, month)
-    out = champion.model.predict(encode(meta, rows))
-    table = pd.DataFrame({id_column: rows[id_column].to_numpy(), **score_columns(meta, out)})
+    out = champion.model.predict(X)
+    table = pd.DataFrame({id_column: ids, **score_columns(meta, out)})
     if meta["task"] == "regression":
         table["prediction"] = out
     else:
@@ -186,32 +189,21 @@ def served(name: str, month: str, version: str, out: str | Path | None = None):
     return table if len(table) and str(table["model_version"].iloc[0]) == str(version) else None
 
 
-def encode(meta: dict, rows) -> np.ndarray:
-    """The model's input matrix from a pandas frame of raw rows, by predict.py's own encoding (the
-    categories, fill values and column order metadata.json recorded at training)."""
-    names = meta["feature_names"]
-    parts = [portable.encode(meta, rows[names].iloc[i:i + ENCODE_ROWS].to_dict("records"))
-             for i in range(0, len(rows), ENCODE_ROWS)]
-    return np.vstack(parts) if parts else np.empty((0, len(names)))
+def _check_numbers(rows, meta: dict, dtypes: dict[str, str], month: str) -> None:
+    """A numeric feature holding text is an error naming the column and a value (the encoding's cast
+    to double would stop on it inside Spark without naming either). One Spark job over the text columns."""
+    from pyspark.sql import functions as F
 
-
-def _check_numbers(rows, meta: dict, month: str) -> None:
-    """A numeric feature holding text is an error naming the column and a value (predict.py's
-    encoding, which reads numbers with float(), would stop on it without naming the column)."""
-    for f in meta["feature_names"]:
-        if f in meta["categorical"] or rows[f].dtype != object:
-            continue
-        bad = [v for v in rows[f].dropna() if not _is_number(v)]
-        if bad:
-            raise DataError(f"numeric feature {f!r} has {len(bad)} non-numeric values in {month} (e.g. {bad[0]!r})")
-
-
-def _is_number(value) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+    text = [f for f in meta["feature_names"] if f not in meta["categorical"] and dtypes[f] == "string"]
+    if not text:
+        return
+    found = rows.agg(*[x for i, f in enumerate(text) for x in (
+        F.sum(not_a_number(f).cast("long")).alias(f"bad_{i}"), F.max(F.when(not_a_number(f), F.col(f))).alias(f"ex_{i}"))]
+    ).first()
+    for i, f in enumerate(text):
+        if found[f"bad_{i}"]:
+            raise DataError(f"numeric feature {f!r} has {found[f'bad_{i}']} non-numeric values in {month} "
+                            f"(e.g. {found[f'ex_{i}']!r})")
 
 
 def write_partition(table, out: Path, model: str, month: str) -> Path:

@@ -1,7 +1,7 @@
 """The champion as a model that scores raw rows: loaded from the run that trained it.
 
 A registered version carries the tags `automl.source_run_id`, `automl.algorithm` and
-`automl.model_uri`; the run holds the native metadata and the fitted Spark preprocessing.
+`automl.model_uri`; the run holds the native metadata (the encoding) and the flavor model.
 Anything missing or unreadable is one error naming the version and what is missing,
 raised before the month writes anything.
 """
@@ -24,9 +24,8 @@ NEEDED_TAGS = ("automl.source_run_id", "automl.algorithm", "automl.model_uri")
 
 @dataclass
 class ScoredModel:
-    """A model able to score raw rows: its Spark pipeline, its flavor model, its metadata."""
+    """A model able to score raw rows: its metadata (the encoding), its flavor model."""
     meta: dict
-    pipeline: object
     model: object
     params: dict
 
@@ -35,14 +34,14 @@ class ScoredModel:
 
     def encode(self, df, *, carry: str | None = None):
         """Raw Spark rows -> this model's inputs (and the `carry` column beside them)."""
-        return scoring.encode(self.pipeline, self.meta, df, carry=carry)
+        return scoring.encode(self.meta, df, carry=carry)
 
     def predict_encoded(self, X: np.ndarray) -> np.ndarray:
         return scoring.predict(self.model, self.meta, X)
 
 
 def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:
-    """The model a tuning run exported: native metadata, preprocessing, flavor model.
+    """The model a tuning run exported: native metadata and flavor model.
 
     Raises AutomlError("cannot be loaded from run ...: <which artifact>: <why>") when one is
     missing or unreadable."""
@@ -56,11 +55,8 @@ def load_run_model(run_id: str, algorithm: str, model_uri: str) -> ScoredModel:
     try:
         meta = json.loads(Path(mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=f"native/{algorithm}/metadata.json", dst_path=str(local))).read_text())
-        step = "artifact preprocessing/"
-        pipeline = scoring.load_pipeline(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="preprocessing", dst_path=str(local)))
         step = f"model {model_uri}"
-        return ScoredModel(meta, pipeline, export.load_flavor_model(algorithm, model_uri, meta), meta["params"])
+        return ScoredModel(meta, export.load_flavor_model(algorithm, model_uri, meta), meta["params"])
     except (MlflowException, OSError, ValueError, KeyError) as exc:   # missing, partial or corrupt
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise AutomlError(f"cannot be loaded from run {run_id} ({algorithm}): {step}: {detail}") from None
