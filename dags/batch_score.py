@@ -19,17 +19,14 @@ monthly timetable, Params and the Spark pool, and one place that decides what to
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, dag, get_current_context, task
 from champion_assets import CHAMPION_MOVES          # plugins/: what a promotion or rollback updates
-from dag_helpers import (first_month, no_retry_on_bad_input, retry_settings, spark_task,
+from dag_helpers import (deployment_dir, first_month, no_retry_on_bad_input, retry_settings, spark_task,
                          spec_and_month_params, step_timeout)
 from month_runs import MonthRuns                    # plugins/: run ids that name the month
 
-SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
+SPECS_DIR = deployment_dir("AUTOML_SPECS_DIR", "specs")
 FIRST_MONTH = first_month()
 LABEL = "{{ automl_label | default('') }}"
 

@@ -9,16 +9,13 @@ candidate table under AUTOML_DATA_DIR (or `table:db.name`).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from airflow.sdk import Param, dag, task
+from dag_helpers import deployment_dir        # plugins/: light at parse time
 
 from automl_tasks.data import months     # standard library only: safe at parse time
 
-ROOT = Path(__file__).resolve().parents[1]
-SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(ROOT / "specs"))
-DATA_DIR = os.environ.get("AUTOML_DATA_DIR", str(ROOT / "data"))
+SPECS_DIR = deployment_dir("AUTOML_SPECS_DIR", "specs")
+DATA_DIR = deployment_dir("AUTOML_DATA_DIR", "data")
 
 
 @dag(

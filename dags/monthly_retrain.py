@@ -33,11 +33,11 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from automl_notify import notify_alerts, on_step_failure      # plugins/: mail and Slack (docs/notifications.md)
 from champion_assets import CHAMPION_MOVES, champion_asset   # plugins/: what a promotion updates
-from dag_helpers import (first_month, no_retry_on_bad_input, respondent, retry_settings, spark_task,
+from dag_helpers import (deployment_dir, first_month, no_retry_on_bad_input, respondent, retry_settings, spark_task,
                          spec_and_month_params, step_timeout)
 from month_runs import MonthRuns          # plugins/: run ids that name the month
 
-SPECS_DIR = os.environ.get("AUTOML_SPECS_DIR", str(Path(__file__).resolve().parents[1] / "specs"))
+SPECS_DIR = deployment_dir("AUTOML_SPECS_DIR", "specs")
 SPECS_REPO = os.environ.get("AUTOML_SPECS_REPO")   # a git repo holding the specs, for develop vs master
 # The first month the schedule (catchup) builds: the deployment's AUTOML_FIRST_MONTH; unset, the
 # current month (no history). At most AUTOML_MAX_CATCHUP_MONTHS (12) back: further is moved up, logged.

@@ -19,12 +19,12 @@ import os
 from pathlib import Path
 
 from airflow.sdk import Asset, AssetWatcher, Param, dag, task
+from dag_helpers import deployment_dir        # plugins/: light at parse time
 from poc_inbox_trigger import PocInboxTrigger
 
 from automl_tasks.models import algorithms
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("AUTOML_DATA_DIR", str(ROOT / "data"))
+DATA_DIR = deployment_dir("AUTOML_DATA_DIR", "data")
 INBOX = os.environ.get("AUTOML_POC_INBOX", str(Path(DATA_DIR) / "poc_inbox"))
 ALGORITHMS = list(algorithms.names())
 FORM = ("data", "label", "task", "metric", "time_budget_s", "algorithms", "validation", "test", "segment",

@@ -1,4 +1,4 @@
-"""What the DAG files share: the first scheduled month, the spec and month Params, retry settings, failing a
+"""What the DAG files share: the deployment's folders, the first scheduled month, the spec and month Params, retry
 task at once on an error retrying cannot fix, and the person who answered a human-in-the-loop task. (On the
 plugins path, so DAG files import it; light at parse time.)"""
 
@@ -7,6 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 from datetime import timedelta
+from pathlib import Path
+
+DEPLOYMENT = Path(__file__).resolve().parents[1]    # where dags/, plugins/ and specs/ sit side by side
+
+
+def deployment_dir(variable: str, default: str) -> str:
+    """The folder the environment names (AUTOML_SPECS_DIR, AUTOML_DATA_DIR), else `default` in the deployment."""
+    return os.environ.get(variable, str(DEPLOYMENT / default))
 
 
 def first_month():
