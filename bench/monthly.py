@@ -30,10 +30,11 @@ forks; then the stability check, a BundleDagBag with load_op_links=False, and
 serialization), for dags/monthly_retrain.py and for a trivial one-task DAG as the peer.
 "cold" samples skip the pre-import (the first parse in a new interpreter, as in tests).
 
-Python bytecode: this venv ships no .pyc files and the machine sets PYTHONDONTWRITEBYTECODE,
-so every import would compile from source; a pip-installed production image has .pyc files.
-The monthly runs therefore use a bytecode cache (PYTHONPYCACHEPREFIX under the work folder,
-primed by an unmeasured tiny run first); the import and parse probes report both ways.
+Python bytecode: the machine sets PYTHONDONTWRITEBYTECODE, so a module without a .pyc compiles
+from source at every import. `make install` writes the venv's .pyc files (uv --compile-bytecode,
+since 2026-12-06; a venv installed before has none), but not the library's own, nor those of a
+`--ref` export. The monthly runs therefore use a bytecode cache (PYTHONPYCACHEPREFIX under the
+work folder, primed by an unmeasured tiny run first); the import and parse probes report both ways.
 
 Benchmarks measure; nothing here asserts a time. The machine is shared and noisy: the
 load average is recorded around every measured run, and medians and minima are reported.
