@@ -1,5 +1,6 @@
-"""`models.scoring.encode` (Spark's casts, then metadata.json's categories and fill values) gives
-the matrix the fitted Spark preprocessing pipeline gives, on values that could tell them apart."""
+"""`models.scoring.encode` (Spark's casts, then metadata.json's categories and fill values) and
+predict.py's `portable.encode` (rows of plain Python values, as a deployment passes them) give the
+matrix the fitted Spark preprocessing pipeline gives, on values that could tell them apart."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from automl_tasks.data.prepare import _encoding, _pipeline
-from automl_tasks.models import scoring
+from automl_tasks.models import portable, scoring
 from tests.support.encoding import pipeline_matrix
 
 FEATURES = ["amount", "count", "text_number", "region", "code", "flag", "grade"]
@@ -21,7 +22,7 @@ TRAIN = [
     (2, None, 4, " 4 ", "south", 12, False, 2.5),
     (3, math.nan, None, "1e3", "east", None, None, None),
     (4, -2.0, 9, None, "north", 7, True, 1e20),
-    (5, 8.25, 1, "-0.5", None, 3, False, 2.5),
+    (5, 8.25, 1, "-0.5", None, 3, False, 1.5e-5),     # Spark writes 1.0E20 and 1.5E-5
 ]
 SCORED = TRAIN + [
     (6, 3.0, 2, "7", "atlantis", 99, True, 3.0),          # unseen region, code and grade
@@ -43,6 +44,8 @@ def test_encode_equals_the_fitted_pipeline(impute, spark):
 
     assert ids.tolist() == [row[0] for row in SCORED]
     np.testing.assert_array_equal(X, expected)              # NaN where the pipeline leaves NaN
+    rows = [dict(zip(["id", *FEATURES], row)) for row in SCORED]
+    np.testing.assert_array_equal(portable.encode(meta, rows), expected)
     unseen = {name: len(cats) for name, cats in meta["categorical"].items()}
     atlantis, missing = X[5], X[6]
     for name in ("region", "code", "grade"):

@@ -1,12 +1,13 @@
 """Score an exported model with its own library alone (xgboost, lightgbm, ...): no automl_tasks, no Spark.
 
 This file is copied next to every exported model as `predict.py`, its `raw_predict` replaced
-by the model's algorithm's own (models/export.py). It imports only json, numpy and the
-model's own library, and applies the encoding recorded in metadata.json exactly as the
+by the model's algorithm's own (models/export.py). It imports only the standard library, numpy
+and the model's own library, and applies the encoding recorded in metadata.json exactly as the
 training pipeline did:
   numeric: float, null/NaN -> the recorded fill value (when imputation was on);
-  categorical: str(value) -> its index in the recorded categories; null or a
-  category unseen in training -> len(categories), the same bucket Spark uses.
+  categorical: the value as Spark's cast to text writes it (`true`, `3`, `2.5`, `1.0E20`) -> its
+  index in the recorded categories; null or a category unseen in training -> len(categories),
+  the same bucket Spark uses.
 
     python predict.py MODEL_DIR rows.json     # rows.json: a list of {column: value}
     >>> import predict; predict.predict("MODEL_DIR", [{"income": 5.0, "region": "north"}])
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +38,26 @@ def _number(value) -> float:
 
 
 def _category_key(value) -> str | None:
+    """The text Spark's CAST(value AS STRING) gives: the key training indexed the category by."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        return _java_double(float(value))
     return str(value)
+
+
+def _java_double(x: float) -> str:
+    """Java's Double.toString, as Spark casts a double: plain from 1e-3 to 1e7 (`2.5`, `7.0`),
+    else one digit, the rest and a power of ten (`1.0E20`, `1.5E-5`); the same shortest digits as repr."""
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0 or 1e-3 <= abs(x) < 1e7:
+        return repr(x)
+    sign, digits, exponent = Decimal(repr(x)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{exponent + len(text) - 1}"
 
 
 def _numbers(values) -> np.ndarray:
