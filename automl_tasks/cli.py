@@ -386,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             result = args.run(args)
     except AutomlError as exc:
+        if getattr(args, "spark", False):
+            from automl_tasks.spark import stop_background_start
+
+            stop_background_start()      # the error is the command's last line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -34,6 +34,19 @@ def start_in_background(app_name: str = "automl_tasks") -> None:
     thread.start()
 
 
+def stop_background_start() -> None:
+    """For a command that fails before it asks for Spark: wait for the session being started and
+    stop it. Otherwise the JVM's start-up lines come after the command's error, and a JVM starts
+    for nobody."""
+    if not _starting:
+        return
+    thread, result = _starting
+    thread.join()
+    _starting.clear()
+    if "spark" in result:
+        result["spark"].stop()
+
+
 def get_spark(app_name: str = "automl_tasks"):
     """Return the active session or build one (or the one start_in_background is building).
 

@@ -39,6 +39,17 @@ def test_get_spark_takes_over_the_session_started_in_the_background():
                                         "again the same True pending 0", "rows 5"], done.stdout
 
 
+def test_a_command_failing_before_it_needs_spark_ends_on_its_error():
+    """A bad spec fails `tune` before Spark is asked for: the session started in the background is
+    waited for and stopped first, so the JVM's start-up lines never follow the error."""
+    done = _run("import sys\nfrom automl_tasks.cli import main\n"
+                "sys.exit(main(['tune', '--spec', 'specs/no_such_spec.yaml']))\n")
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "no_such_spec.yaml" in lines[-1], lines[-5:]
+    assert any("log level" in line for line in lines[:-1]), lines     # Spark did start, before the error
+
+
 def test_a_failed_background_start_is_raised_where_the_session_is_asked_for():
     """A bad SPARK_MASTER fails the command at get_spark, with Spark's own error, as before."""
     done = _run("from automl_tasks.spark import get_spark, start_in_background\n"
