@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 # Bytecode is written at install: uv does not by default, and where PYTHONDONTWRITEBYTECODE is
 # set (this CI machine, many container images) every process would compile mlflow, pyspark,
-# xgboost, ... again: ~3.7 s of each command's start (bench/RESULTS.md, "Bytecode at install").
+# xgboost, ... again: 3.7 s of a plain import, 6 s of a tune command (bench/RESULTS.md, "Bytecode at install").
 UV_INSTALL := $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python
 export AUTOML_HOME ?= $(CURDIR)/.automl_home
 export AIRFLOW_HOME ?= $(AUTOML_HOME)/airflow

@@ -1,6 +1,6 @@
-"""What the DAG files share: the deployment's folders, the first scheduled month, the spec and month Params, retry
-task at once on an error retrying cannot fix, and the person who answered a human-in-the-loop task. (On the
-plugins path, so DAG files import it; light at parse time.)"""
+"""What the DAG files share: the deployment's folders, the first scheduled month, the spec and month Params,
+retry settings, failing a task at once on an error retrying cannot fix, and the person who answered a
+human-in-the-loop task. (On the plugins path, so DAG files import it; light at parse time.)"""
 
 from __future__ import annotations
 
