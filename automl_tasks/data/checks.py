@@ -27,11 +27,13 @@ def missing_labels(spec: ModelSpec, missing: dict[str, int], counts: dict[str, i
                      f"({shares}){hint}")
 
 
-def not_a_number(column: str):
-    """True where a text column holds a value that is not a number (null is not such a value)."""
+def bad_numbers(column: str, i: int) -> list:
+    """Aggregates over a text column read as numbers: how many values are not numbers (`bad_{i}`;
+    null is not such a value) and the largest of them (`ex_{i}`, the example an error names)."""
     from pyspark.sql import functions as F
 
-    return F.col(column).isNotNull() & F.trim(F.col(column)).try_cast("double").isNull()
+    bad = F.col(column).isNotNull() & F.trim(F.col(column)).try_cast("double").isNull()
+    return [F.sum(bad.cast("long")).alias(f"bad_{i}"), F.max(F.when(bad, F.col(column))).alias(f"ex_{i}")]
 
 
 def month_facts(df, spec: ModelSpec, features, dtypes) -> dict[str, dict]:
@@ -46,8 +48,7 @@ def month_facts(df, spec: ModelSpec, features, dtypes) -> dict[str, dict]:
     aggs += [F.count(F.col(f)).alias(f"n_{i}") for i, f in enumerate(features)]
     for i, f in enumerate(features):
         if dtypes[f] == "string":
-            bad = not_a_number(f)
-            aggs += [F.sum(bad.cast("long")).alias(f"bad_{i}"), F.max(F.when(bad, F.col(f))).alias(f"ex_{i}")]
+            aggs += bad_numbers(f, i)
     return {r[MONTH_COL]: r.asDict() for r in df.groupBy(MONTH_COL).agg(*aggs).collect()}
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from automl_tasks import config
-from automl_tasks.data.checks import not_a_number
+from automl_tasks.data.checks import bad_numbers
 from automl_tasks.data.labels import class_key
 from automl_tasks.data.months import Month
 from automl_tasks.data.prepare import load_frame, resolve_columns
@@ -108,9 +108,9 @@ def score_month(spec: ModelSpec, month: str, *, version: str | None = None, out:
             "path": str(path), "columns": list(table.columns), "run_id": champion.run_id}
 
 
-def check_columns(spec: ModelSpec, champion: NativeChampion, dtypes: dict[str, str], month: str) -> list[str]:
-    """The champion's features, in its order, once the data has them all and the spec's model is
-    the champion's (same task and features; same categorical columns when the spec lists them)."""
+def check_columns(spec: ModelSpec, champion: NativeChampion, dtypes: dict[str, str], month: str) -> None:
+    """The data has every feature of the champion, and the spec's model is the champion's (same task
+    and features; same categorical columns when the spec lists them)."""
     meta, where = champion.model.meta, f"{champion.name} v{champion.version}"
     if spec.data.id not in dtypes:
         raise DataError(f"id column {spec.data.id!r} is not in the data; columns: {', '.join(dtypes)}")
@@ -131,7 +131,6 @@ def check_columns(spec: ModelSpec, champion: NativeChampion, dtypes: dict[str, s
         if difference:
             raise SpecError(f"the spec's {what} differ from the champion's: {difference}; score with the "
                             "version trained on this spec (--version) or restore the spec")
-    return features
 
 
 def _difference(spec_side: list[str], champion_side: list[str], where: str) -> str:
@@ -192,14 +191,10 @@ def served(name: str, month: str, version: str, out: str | Path | None = None):
 def _check_numbers(rows, meta: dict, dtypes: dict[str, str], month: str) -> None:
     """A numeric feature holding text is an error naming the column and a value (the encoding's cast
     to double would stop on it inside Spark without naming either). One Spark job over the text columns."""
-    from pyspark.sql import functions as F
-
     text = [f for f in meta["feature_names"] if f not in meta["categorical"] and dtypes[f] == "string"]
     if not text:
         return
-    found = rows.agg(*[x for i, f in enumerate(text) for x in (
-        F.sum(not_a_number(f).cast("long")).alias(f"bad_{i}"), F.max(F.when(not_a_number(f), F.col(f))).alias(f"ex_{i}"))]
-    ).first()
+    found = rows.agg(*[x for i, f in enumerate(text) for x in bad_numbers(f, i)]).first()
     for i, f in enumerate(text):
         if found[f"bad_{i}"]:
             raise DataError(f"numeric feature {f!r} has {found[f'bad_{i}']} non-numeric values in {month} "
