@@ -34,19 +34,25 @@ def _search(spark, ctx, algo, **callbacks):
     return trials
 
 
+def _active_jobs(spark) -> list[int]:
+    # The tracker learns that a job ended from Spark's listener bus, asynchronously: a wave
+    # whose results are already back can still show as running until the bus is drained.
+    spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty()
+    return spark.sparkContext.statusTracker().getActiveJobsIds()
+
+
 def _outcome(results):
     return sorted((tuple(sorted(r.params.items())), round(r.value, 9), r.status) for r in results)
 
 
 def test_the_next_wave_runs_while_the_driver_handles_the_last(spark, ctx, monkeypatch):
     algo = grid(300, 350, 400)    # ~1 s a fit: a wave outlasts queueing the next
-    tracker = spark.sparkContext.statusTracker()
     seen: dict[int, list] = {}
 
     def searched(at_once: int):
         monkeypatch.setattr(search, "IN_FLIGHT_WAVES", at_once)
         seen[at_once] = []
-        results = _search(spark, ctx, algo, on_wave=lambda wave: seen[at_once].append(tracker.getActiveJobsIds()))
+        results = _search(spark, ctx, algo, on_wave=lambda wave: seen[at_once].append(_active_jobs(spark)))
         return _outcome(results)
 
     assert searched(2) == searched(1)            # same trials, same values, in either mode
@@ -62,7 +68,7 @@ def test_a_search_failing_part_way_cancels_its_queued_wave(spark, ctx):
     queued: list[int] = []
 
     def fail_on_first_result(line: str):
-        queued.extend(tracker.getActiveJobsIds())     # the second (long) wave, queued behind the first
+        queued.extend(_active_jobs(spark))     # the second (long) wave, queued behind the first
         raise RuntimeError("the driver failed while handling a result")
 
     with pytest.raises(RuntimeError, match="driver failed"):
