@@ -18,19 +18,16 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _cmd_tune(args) -> dict:
-    from automl_tasks.spec import load_spec
     from automl_tasks.tuning.job import tune
 
-    spec = load_spec(args.spec)
     algorithms = args.algorithm.split(",") if args.algorithm else None
-    return tune(spec, args.month, algorithms)
+    return tune(args.model_spec, args.month, algorithms)
 
 
 def _cmd_monthly(args) -> dict:
     from automl_tasks.pipelines.monthly import run_monthly
-    from automl_tasks.spec import load_spec
 
-    return run_monthly(load_spec(args.spec), args.month, promotion_mode=args.promotion, wait_s=args.wait)
+    return run_monthly(args.model_spec, args.month, promotion_mode=args.promotion, wait_s=args.wait)
 
 
 def _cmd_compare_branches(args) -> dict:
@@ -41,16 +38,14 @@ def _cmd_compare_branches(args) -> dict:
 
 def _cmd_compare_deployments(args) -> dict:
     from automl_tasks.pipelines.branches import compare_deployments
-    from automl_tasks.spec import load_spec
 
-    return compare_deployments(load_spec(args.spec), args.month, branches=tuple(args.branches.split(",")))
+    return compare_deployments(args.model_spec, args.month, branches=tuple(args.branches.split(",")))
 
 
 def _cmd_score(args) -> dict:
     from automl_tasks.pipelines.scoring import score_month
-    from automl_tasks.spec import load_spec
 
-    return score_month(load_spec(args.spec), args.month, version=args.version, out=args.out)
+    return score_month(args.model_spec, args.month, version=args.version, out=args.out)
 
 
 def _show_score(result: dict) -> None:
@@ -130,9 +125,8 @@ def _cmd_history(args) -> dict:
 def _cmd_ablation(args) -> dict:
     from automl_tasks.ablation.study import request, run_ablation
     from automl_tasks.spark import get_spark
-    from automl_tasks.spec import load_spec
 
-    spec, spark = load_spec(args.spec), get_spark()
+    spec, spark = args.model_spec, get_spark()
     candidates, tables = request(spark, spec, candidates=args.candidates, table=args.table, on=args.on,
                                  as_of=args.as_of)
     return run_ablation(spec, args.month, candidates=candidates, tables=tables, repeats=args.repeats,
@@ -236,6 +230,12 @@ def _show_poc(result: dict) -> None:
           f"`automl-tasks tune --spec {best['spec']}`; outputs in {result['outputs']['dir']}")
 
 
+def _spec_file_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """--spec naming a spec file: `main` loads it as `args.model_spec` before anything starts."""
+    parser.add_argument("--spec", required=True, help=help)
+    parser.set_defaults(spec_file=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from automl_tasks.models import algorithms
 
@@ -243,14 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     tune = sub.add_parser("tune", help="tune every algorithm of a spec on Spark, log to MLflow")
-    tune.add_argument("--spec", required=True, help="model spec YAML")
+    _spec_file_argument(tune, "model spec YAML")
     tune.add_argument("--month", help="holdout month YYYY-MM; trains on the months before it")
     tune.add_argument("--algorithm", help="only these algorithms (comma-separated)")
     tune.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     tune.set_defaults(run=_cmd_tune, show=_show_tune, spark=True)
 
     monthly = sub.add_parser("monthly", help="the monthly job: drift, champion score, retrain, compare, decide")
-    monthly.add_argument("--spec", required=True, help="model spec YAML")
+    _spec_file_argument(monthly, "model spec YAML")
     monthly.add_argument("--month", required=True, help="the month to monitor and hold out, YYYY-MM")
     monthly.add_argument("--promotion", choices=["auto", "manual", "shadow"],
                          help="override the spec's promotion.mode")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     deployments = sub.add_parser(
         "compare-deployments",
         help="compare the models two deployments tuned for a month (runs tagged automl.branch)")
-    deployments.add_argument("--spec", required=True, help="model spec YAML (names the model)")
+    _spec_file_argument(deployments, "model spec YAML (names the model)")
     deployments.add_argument("--month", required=True, help="the holdout month, YYYY-MM")
     deployments.add_argument("--branches", default="develop,master", help="candidate,baseline branch tags")
     deployments.add_argument("--json", action="store_true")
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser("score", help="write the champion's predictions for one month as a parquet "
                                          "partition (<out>/<model>/month=YYYY-MM/)")
-    score.add_argument("--spec", required=True, help="model spec YAML (names the model and the data)")
+    _spec_file_argument(score, "model spec YAML (names the model and the data)")
     score.add_argument("--month", required=True, help="the month to score, YYYY-MM (labels not needed)")
     score.add_argument("--version", help="score with this model version (default: the champion)")
     score.add_argument("--out", help="predictions folder (default AUTOML_PREDICTIONS_DIR, else "
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = sub.add_parser("ablation", help="add-one-feature (or drop-one) study with confidence "
                                                "intervals, logged to MLflow <name>/ablation")
-    ablation.add_argument("--spec", required=True, help="model spec YAML")
+    _spec_file_argument(ablation, "model spec YAML")
     ablation.add_argument("--month", help="holdout month YYYY-MM; the study trains on the months before it")
     ablation.add_argument("--candidates", help="candidate columns (comma-separated); default: the spec's "
                                                "ablation.candidates, else every column of the table")
@@ -375,12 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()       # a PoC's time budget counts from here
     args = build_parser().parse_args(argv)
     args.started = started
-    if getattr(args, "spark", False):        # the JVM starts while the command imports and checks
-        from automl_tasks.spark import start_in_background
-
-        start_in_background()
     show_on_stderr()
     try:
+        if getattr(args, "spec_file", False):     # a bad spec fails at once, not after a JVM started
+            from automl_tasks.spec import load_spec
+
+            args.model_spec = load_spec(args.spec)
+        if getattr(args, "spark", False):        # the JVM starts while the command imports and checks
+            from automl_tasks.spark import start_in_background
+
+            start_in_background()
         tracking.configure()         # this process's MLflow store (a bad MLFLOW_TRACKING_URI: exit 2)
         # Libraries print to stdout (MLflow's "View run" lines): keep stdout for our result.
         with contextlib.redirect_stdout(sys.stderr):

@@ -39,14 +39,25 @@ def test_get_spark_takes_over_the_session_started_in_the_background():
                                         "again the same True pending 0", "rows 5"], done.stdout
 
 
-def test_a_command_failing_before_it_needs_spark_ends_on_its_error():
-    """A bad spec fails `tune` before Spark is asked for: the session started in the background is
-    waited for and stopped first, so the JVM's start-up lines never follow the error."""
-    done = _run("import sys\nfrom automl_tasks.cli import main\n"
-                "sys.exit(main(['tune', '--spec', 'specs/no_such_spec.yaml']))\n")
+def _cli(*argv: str) -> list[str]:
+    done = _run(f"import sys\nfrom automl_tasks.cli import main\nsys.exit(main({list(argv)!r}))\n")
     assert done.returncode == 2, done.stderr[-3000:]
-    lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "no_such_spec.yaml" in lines[-1], lines[-5:]
+    return done.stderr.strip().splitlines()
+
+
+def test_a_bad_spec_fails_before_spark_starts():
+    """The spec is loaded and checked before the JVM is started for the command: its error comes
+    at once, and no JVM starts for a command that cannot run."""
+    lines = _cli("tune", "--spec", "specs/no_such_spec.yaml")
+    assert lines[-1].startswith("error: cannot read spec") and "no_such_spec.yaml" in lines[-1], lines[-5:]
+    assert not any("log level" in line for line in lines), lines
+
+
+def test_a_command_failing_before_it_needs_spark_ends_on_its_error():
+    """A bad month fails `tune` after the session's start began but before Spark is asked for:
+    the session is waited for and stopped first, so the JVM's start-up lines never follow the error."""
+    lines = _cli("tune", "--spec", "specs/loan_default.yaml", "--month", "2018-13")
+    assert lines[-1].startswith("error: ") and "2018-13" in lines[-1], lines[-5:]
     assert any("log level" in line for line in lines[:-1]), lines     # Spark did start, before the error
 
 
