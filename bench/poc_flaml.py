@@ -1,11 +1,12 @@
 """Bench the PoC against FLAML at an equal wall budget (issue 19, target 3), per task type.
 
     nice -n 10 .venv/bin/python bench/poc_flaml.py [--budget 180] [--rows 20000]
-        [--tasks binary multiclass regression] [--sides ours flaml] [--work DIR] [--json FILE]
+        [--tasks binary multiclass regression] [--sides ours flaml] [--seeds 5 6 7] [--work DIR] [--json FILE]
 
 Data: the demo loans (data the project's tuning has not seen as a CSV), ROWS training rows and
 a quarter as many test rows, without the time columns; the label per task: `default` (binary,
-areaUnderROC), `grade` (multiclass, logLoss), `loss` (regression, rmse).
+areaUnderROC), `grade` (multiclass, logLoss), `loss` (regression, rmse). Each of --seeds draws
+the data again (the generator's seed): one run per side per draw.
 
 Each side is one fresh process, timed from its start to its exit, with the same budget:
   ours   `automl-tasks poc --algorithms xgboost,lightgbm --validation cv:3 --test ... --json`
@@ -37,7 +38,7 @@ TASKS = {"binary": ("default", "areaUnderROC", "roc_auc"), "multiclass": ("grade
 LABELS = [label for label, _, _ in TASKS.values()]
 
 
-def write_data(work: Path, rows: int, task: str) -> tuple[Path, Path]:
+def write_data(work: Path, rows: int, task: str, seed: int = 5) -> tuple[Path, Path]:
     """`<task>_train.csv` and `<task>_test.csv` under `work`, the task's label the only label."""
     import pandas as pd
 
@@ -45,7 +46,7 @@ def write_data(work: Path, rows: int, task: str) -> tuple[Path, Path]:
 
     test_rows = rows // 4
     months = 12
-    paths = write_demo_data(work / "demo", n_months=months, rows_per_month=-(-(rows + test_rows) // months), seed=5)
+    paths = write_demo_data(work / "demo", n_months=months, rows_per_month=-(-(rows + test_rows) // months), seed=seed)
     label = TASKS[task][0]
     frame = pd.read_parquet(paths["loans"]).drop(columns=["timestamp", "month", "id"]
                                                  + [c for c in LABELS if c != label])
@@ -120,6 +121,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--sides", nargs="+", choices=["ours", "flaml"], default=["ours", "flaml"],
                         help="run only one side, e.g. ours after a change to the library")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[5],
+                        help="data draws (default 5, the draw of every run before --seeds existed)")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
@@ -127,14 +130,17 @@ def main() -> None:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-poc-flaml-"))
     results = {"budget_s": args.budget, "rows": args.rows, "cpus": os.cpu_count(), "tasks": {}}
-    for task in args.tasks:
-        train, test = write_data(work, args.rows, task)
-        results["tasks"][task] = {"metric": TASKS[task][1]}
-        if "ours" in args.sides:
-            results["tasks"][task]["ours"] = run_ours(task, train, test, args.budget, work)
-        if "flaml" in args.sides:
-            results["tasks"][task]["flaml"] = run_flaml(task, train, test, args.budget)
-        print(json.dumps({task: results["tasks"][task]}), file=sys.stderr, flush=True)
+    for seed in args.seeds:
+        for task in args.tasks:
+            # One seed keeps the layout every earlier result has: {task: ...}; several: {"task seed N": ...}.
+            key = task if len(args.seeds) == 1 else f"{task} seed {seed}"
+            train, test = write_data(work / f"seed{seed}", args.rows, task, seed)
+            results["tasks"][key] = {"metric": TASKS[task][1], "seed": seed}
+            if "ours" in args.sides:
+                results["tasks"][key]["ours"] = run_ours(task, train, test, args.budget, work / f"seed{seed}")
+            if "flaml" in args.sides:
+                results["tasks"][key]["flaml"] = run_flaml(task, train, test, args.budget)
+            print(json.dumps({key: results["tasks"][key]}), file=sys.stderr, flush=True)
     emit(results, args.json)
 
 
