@@ -30,7 +30,17 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
 	@mkdir -p $(AUTOML_HOME) $(AIRFLOW_HOME)
 	touch $@
 
-install: $(VENV)/.installed check-java
+# The local driver JVM's class-data archive (automl_tasks/spark_classes.py): each later JVM
+# start maps Spark's classes from it, about 4 s sooner to a first `prepare` (bench/RESULTS.md,
+# "A class-data archive"). Written again whenever the packages are.
+CLASS_ARCHIVE := $(VENV)/share/automl-tasks/spark-classes.jsa
+$(CLASS_ARCHIVE): $(VENV)/.installed | check-java
+	@echo "recording Spark's classes into $@ (once per install; log: $(VENV)/spark-classes.log)"
+	@$(BIN)/python -m automl_tasks.spark_classes --out $@ > $(VENV)/spark-classes.log 2>&1 \
+	  || { tail -30 $(VENV)/spark-classes.log; exit 1; }
+	@grep '^wrote' $(VENV)/spark-classes.log
+
+install: $(VENV)/.installed check-java $(CLASS_ARCHIVE)
 
 check-java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 
 _starting: list = []        # a background start not yet taken over: [thread, result]
@@ -97,10 +98,34 @@ def _build(app_name: str):
                    .config("spark.driver.memory", os.environ.get("AUTOML_DRIVER_MEMORY", "4g"))
                    .config("spark.sql.shuffle.partitions", "8")
                    .config("spark.driver.extraJavaOptions",
-                           os.environ.get("AUTOML_DRIVER_JAVA_OPTIONS", "")))
+                           f"{driver_jvm_options()} {os.environ.get('AUTOML_DRIVER_JAVA_OPTIONS', '')}".strip()))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("AUTOML_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+# The JVM's own warnings (a class archive it cannot use, ...) go to stderr: its stdout is the
+# command's, which carries exactly one JSON object with --json.
+JVM_LOG_TO_STDERR = "-Xlog:disable -Xlog:all=warning:stderr"
+
+
+def class_archive() -> Path | None:
+    """Where the local driver JVM's class-data archive is (AUTOML_SPARK_CLASS_ARCHIVE; default
+    <venv>/share/automl-tasks/spark-classes.jsa, which `make install` writes); None when unset empty."""
+    path = os.environ.get("AUTOML_SPARK_CLASS_ARCHIVE", str(Path(sys.prefix, "share", "automl-tasks",
+                                                                    "spark-classes.jsa")))
+    return Path(path) if path else None
+
+
+def driver_jvm_options() -> str:
+    """The local driver JVM's options: its warnings on stderr and, when the archive exists, the
+    classes Spark loads at start mapped from it instead of read and verified from ~250 jars
+    (about 2.5 s of each JVM start: bench/RESULTS.md, "A class-data archive"). A JVM that cannot
+    use the archive (another JDK, other jars) says so on stderr and starts without it."""
+    archive = class_archive()
+    if archive is not None and archive.is_file():
+        return f"{JVM_LOG_TO_STDERR} -XX:SharedArchiveFile={archive}"
+    return JVM_LOG_TO_STDERR
 
 
 def is_connect(spark) -> bool:

@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tuning", ("fitting", "tuning")),
     ("month blocks", ("pipelines.holdout", "pipelines.month_runs")),
     ("jobs", ("pipelines", "ablation", "poc")),
-    ("entry", ("cli", "__main__")),
+    ("entry", ("cli", "__main__", "spark_classes")),
 ]
 # The monthly and the branches (develop vs master) jobs share the month blocks, not each other.
 JOBS = ("pipelines.monthly", "pipelines.branches", "ablation", "poc")
