@@ -228,6 +228,7 @@ OPTIONAL_IN_AIRFLOW = {
     "AUTOML_DRIVER_MEMORY": "read in local mode only; compose sets SPARK_REMOTE (the spark-connect service's "
                             "SPARK_CONNECT_DRIVER_MEMORY sizes the driver)",
     "AUTOML_DRIVER_JAVA_OPTIONS": "read in local mode only; compose sets SPARK_REMOTE",
+    "AUTOML_SPARK_CLASS_ARCHIVE": "read in local mode only; compose sets SPARK_REMOTE",
     "AUTOML_SPARK_UI": "read in local mode only; compose sets SPARK_REMOTE",
     "AUTOML_SPARK_LOG_LEVEL": "read by a classic session only; compose sets SPARK_REMOTE",
     "SPARK_MASTER": "read only without SPARK_REMOTE, which compose sets (the spark-connect service)",
