@@ -119,9 +119,10 @@ def class_archive() -> Path | None:
 
 def driver_jvm_options() -> str:
     """The local driver JVM's options: its warnings on stderr and, when the archive exists, the
-    classes Spark loads at start mapped from it instead of read and verified from ~250 jars
-    (about 2.5 s of each JVM start: bench/RESULTS.md, "A class-data archive"). A JVM that cannot
-    use the archive (another JDK, other jars) says so on stderr and starts without it."""
+    classes Spark loads mapped from it instead of read and verified from ~280 jars (about 2 s
+    of each session's start, as much again of its first queries: bench/RESULTS.md, "A class-data
+    archive"). A JVM that cannot use the archive (another JDK, other jars) says so on stderr
+    and starts without it."""
     archive = class_archive()
     if archive is not None and archive.is_file():
         return f"{JVM_LOG_TO_STDERR} -XX:SharedArchiveFile={archive}"
