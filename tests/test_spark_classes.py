@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from automl_tasks.spark import JVM_LOG_TO_STDERR, driver_jvm_options
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import run_python as _python
 
 pytestmark = pytest.mark.slow
 
 COUNT_ROWS = ("from automl_tasks.spark import get_spark\n"
               "print('rows', get_spark().range(7).count())\n")
-
-
-def _python(script_or_args: list[str] | str, **env) -> subprocess.CompletedProcess:
-    args = ["-c", script_or_args] if isinstance(script_or_args, str) else script_or_args
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
 def test_options_name_the_archive_only_when_it_exists(tmp_path, monkeypatch):

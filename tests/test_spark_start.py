@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import functools
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import run_python
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +24,7 @@ print("rows", spark.range(5).count())
 """
 
 
-def _run(script: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+_run = functools.partial(run_python, timeout_s=300)
 
 
 def test_get_spark_takes_over_the_session_started_in_the_background():

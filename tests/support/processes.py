@@ -10,6 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def die_with_parent() -> None:
@@ -67,3 +70,11 @@ def tail(path, chars: int = 3000) -> str:
             return f.read()[-chars:]
     except OSError:
         return ""
+
+
+def run_python(args: list[str] | str, timeout_s: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """This interpreter on `args` (a script when a string) from the checkout, this checkout's
+    code first on its path, `env` over the test's environment; its output captured."""
+    argv = ["-c", args] if isinstance(args, str) else args
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
