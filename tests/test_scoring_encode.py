@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from automl_tasks.data.prepare import _encoding, _pipeline
+from automl_tasks.errors import DataError, SpecError
 from automl_tasks.models import portable, scoring
 from tests.support.encoding import pipeline_matrix
 
@@ -56,3 +57,12 @@ def test_encode_equals_the_fitted_pipeline(impute, spark):
         assert np.isnan(missing[FEATURES.index("amount")])
     else:
         assert missing[FEATURES.index("amount")] == meta["impute"]["amount"]
+
+
+def test_a_model_lacking_a_column_or_of_another_task_cannot_score():
+    meta = {"feature_names": ["amount", "region"], "task": "binary"}
+    scoring.check_can_score(meta, "m v1", "binary", {"amount", "region", "id"}, "the data")   # nothing to say
+    with pytest.raises(DataError, match=r"feature 'region' of m v1 is not in the data of 2018-06$"):
+        scoring.check_can_score(meta, "m v1", "binary", {"amount"}, "the data of 2018-06")
+    with pytest.raises(SpecError, match="m v1 is a binary model; the spec says task regression"):
+        scoring.check_can_score(meta, "m v1", "regression", {"amount", "region"}, "the data")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automl_tasks.errors import DataError, SpecError
 from automl_tasks.models import adapters
 from automl_tasks.spark import driver_local_ml_io
 
@@ -35,6 +36,16 @@ def load_pipeline(path):
     with driver_local_ml_io():
         # PySpark's own reader reads the metadata with a Spark job; the JVM's one honours the switch.
         return JavaMLReader(PipelineModel).load(str(path))
+
+
+def check_can_score(meta: dict, where: str, task: str, columns, source: str) -> None:
+    """A model (`where`: how errors name it) can score `columns` (`source`: how errors name
+    them) for a spec of `task`: a DataError naming the first feature it lacks, or a SpecError."""
+    missing = [f for f in meta["feature_names"] if f not in columns]
+    if missing:
+        raise DataError(f"feature {missing[0]!r} of {where} is not in {source}")
+    if meta["task"] != task:
+        raise SpecError(f"{where} is a {meta['task']} model; the spec says task {task}")
 
 
 def encode(meta: dict, df, *, carry: str | None = None):

@@ -11,6 +11,7 @@ from automl_tasks.data.prepare import LABEL_COL, Prepared, with_label
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
+from automl_tasks.models.scoring import check_can_score
 from automl_tasks.registry import policy as gates
 from automl_tasks.registry.champion import ScoredModel
 from automl_tasks.spec import ModelSpec
@@ -18,13 +19,8 @@ from automl_tasks.spec import ModelSpec
 
 def check_schema(champion: ScoredModel, prepared: Prepared, month: str) -> None:
     """The month's data must still carry every column the champion was trained on."""
-    have = set(prepared.encoding.feature_names)
-    missing = [f for f in champion.meta["feature_names"] if f not in have]
-    if missing:
-        raise DataError(f"month {month}: the champion needs feature {missing[0]!r}, "
-                        "which the spec or the data no longer provides")
-    if champion.meta["task"] != prepared.spec.task:
-        raise DataError(f"the champion is a {champion.meta['task']} model; the spec says {prepared.spec.task}")
+    check_can_score(champion.meta, "the champion", prepared.spec.task, set(prepared.encoding.feature_names),
+                    f"the features the spec and the data of {month} provide")
 
 
 def holdout_rows(frame, spec: ModelSpec, month: str, classes: list | None):

@@ -114,13 +114,9 @@ def check_columns(spec: ModelSpec, champion: NativeChampion, dtypes: dict[str, s
     meta, where = champion.model.meta, f"{champion.name} v{champion.version}"
     if spec.data.id not in dtypes:
         raise DataError(f"id column {spec.data.id!r} is not in the data; columns: {', '.join(dtypes)}")
+    scoring.check_can_score(meta, where, spec.task, dtypes,
+                            f"the data of {month}; columns: {', '.join(c for c in dtypes if c != MONTH_COL)}")
     features = list(meta["feature_names"])
-    missing = [f for f in features if f not in dtypes]
-    if missing:
-        raise DataError(f"feature {missing[0]!r} of {where} is not in the data of {month}; "
-                        f"columns: {', '.join(c for c in dtypes if c != MONTH_COL)}")
-    if meta["task"] != spec.task:
-        raise SpecError(f"{where} is a {meta['task']} model; the spec says task {spec.task}")
     # The label is not needed to score: present or not, it is no feature of the spec.
     ours, categorical = resolve_columns(spec, {**dtypes, spec.data.label: dtypes.get(spec.data.label, "string")})
     compared = [("features", ours, features)]
