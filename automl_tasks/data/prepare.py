@@ -125,6 +125,13 @@ def canonical_label(column: str):
     return F.when(number.isNotNull() & ~F.isnan(number), as_number).otherwise(raw)
 
 
+def segment_column(spec: ModelSpec):
+    """The segment as text (null for every row when the spec names none): how comparisons group rows."""
+    from pyspark.sql import functions as F
+
+    return F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
+
+
 def label_column(spec: ModelSpec):
     """The label as models see it: the canonical text (classification) or a double (regression);
     null where the value cannot be read as one."""
@@ -219,11 +226,10 @@ def encoded_frame(pipeline_model, encoding: Encoding, df, spec: ModelSpec, class
     else:
         mapping = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(class_key(c)), F.lit(i))])
         label = mapping[F.col(LABEL_COL)]
-    segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
     return out.select(*[F.col(c).cast("double").alias(f"x{i}") for i, c in enumerate(cols)],
                       label.alias("y"), F.col(LABEL_COL).alias("raw_label"),
                       F.col(MONTH_COL).alias("month") if MONTH_COL in df.columns else F.lit("").alias("month"),
-                      segment.alias("segment"))
+                      segment_column(spec).alias("segment"))
 
 
 def _unseen_label(value, classes: list) -> DataError:

@@ -7,7 +7,7 @@ import numpy as np
 
 from automl_tasks.data.labels import class_key
 from automl_tasks.data.months import months_ending
-from automl_tasks.data.prepare import LABEL_COL, Prepared, with_label
+from automl_tasks.data.prepare import LABEL_COL, Prepared, segment_column, with_label
 from automl_tasks.data.sources import MONTH_COL
 from automl_tasks.errors import DataError
 from automl_tasks.evaluation.compare import Comparison, compare_by_segment, paired_bootstrap
@@ -39,8 +39,7 @@ def labelled_rows(frame, spec: ModelSpec, months: list[str], classes: list | Non
     if fraction < 1.0:
         rows = rows.sample(fraction=fraction, seed=spec.seed)
     df = with_label(rows, spec).persist()
-    segment = F.col(spec.segment).cast("string") if spec.segment else F.lit(None).cast("string")
-    pdf = df.select(F.col(LABEL_COL).alias("y"), segment.alias("segment"), F.col(MONTH_COL)).toPandas()
+    pdf = df.select(F.col(LABEL_COL).alias("y"), segment_column(spec).alias("segment"), F.col(MONTH_COL)).toPandas()
     if classes is None:
         y = pdf["y"].to_numpy(dtype=np.float64)
     else:
