@@ -115,3 +115,37 @@ def test_find_run_matches_a_tag_value_with_a_quote_exactly(store, tmp_path):
     assert tracking.find_run(client, [experiment], {"automl.branch": 'say "hi"'}) is None
     with pytest.raises(ValueError, match="both quote kinds"):
         tracking.find_runs(client, [experiment], {"automl.branch": """o'brien "jr" """})
+
+
+def _opened_in_background(uri: str) -> dict:
+    """Wait for open_in_background's thread; what it left (an "error", or nothing)."""
+    thread, result = tracking._opening[uri]
+    thread.join()
+    return result
+
+
+def test_a_store_opened_in_the_background_is_the_one_client_uses(store, tmp_path):
+    db = tmp_path / "a" / "mlflow.db"
+    tracking.open_in_background()            # not configured yet: no entry point asked for it
+    assert tracking._opening == {} and not db.exists()
+    tracking.configure()
+    tracking.open_in_background()
+    tracking.open_in_background()            # once per store
+    assert _opened_in_background(store) == {}
+    assert db.exists()                       # the thread made the store's tables, not client()
+    client = tracking.client()
+    assert tracking._opening == {}
+    experiment = client.create_experiment("made-after")
+    assert MlflowClient(tracking_uri=store).get_experiment(experiment).name == "made-after"
+
+
+def test_client_raises_what_the_background_open_raised(store, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "mlflow.db").write_bytes(b"not a database " * 300)
+    tracking.configure()
+    tracking.open_in_background()
+    error = _opened_in_background(store)["error"]
+    with pytest.raises(type(error)) as raised:
+        tracking.client()
+    assert raised.value is error
+    assert tracking._opening == {}

@@ -21,6 +21,7 @@ MAX_TAG = 5000
 
 # The store configure() pointed MLflow at in this process; None until it has.
 _configured: str | None = None
+_opening: dict[str, tuple] = {}     # URI -> (thread, result) of a store open_in_background is opening
 
 
 def configure() -> str:
@@ -67,6 +68,9 @@ def unconfigure() -> None:
     """
     global _configured
     _configured = None
+    for thread, _ in _opening.values():   # none left opening a store its caller is about to remove
+        thread.join()
+    _opening.clear()
     if "mlflow" not in sys.modules:    # nothing was set: not worth importing MLflow to say so
         return
     import mlflow
@@ -87,9 +91,44 @@ def client():
     uri = config.tracking_uri(create=False)
     if uri != _configured:
         configure()
+    _local_folder(uri)
+    opening = _opening.pop(uri, None)
+    if opening is not None:            # open_in_background's store: MLflow keeps it per URI
+        thread, result = opening
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def open_in_background() -> None:
+    """Open the configured store in a thread while the caller waits on Spark (`prepare`): a SQL
+    store's engine and schema check take about 1 s of Python work (1.7 s creating a new store's
+    tables), which overlaps with a thread waiting on the JVM. MLflow caches the store per URI, so
+    the next client() finds it open (it waits for the thread, and raises what the thread raised).
+    Only in a process configured for the current settings (an entry point's); else nothing."""
+    uri = config.tracking_uri(create=False)
+    if uri != _configured or uri in _opening:
+        return
+    _local_folder(uri)
+    result: dict = {}
+
+    def open_store() -> None:
+        from mlflow import MlflowClient
+
+        try:
+            MlflowClient(tracking_uri=uri, registry_uri=uri)      # opens the tracking store
+        except BaseException as exc:       # re-raised by client(), in the thread that asks
+            result["error"] = exc
+
+    thread = threading.Thread(target=open_store, name="mlflow-open", daemon=True)
+    _opening[uri] = (thread, result)
+    thread.start()
+
+
+def _local_folder(uri: str) -> None:
     if uri.startswith("sqlite:///"):   # the folder of a local store (the home folder by default)
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 # MLflow's UI opens an experiment on the page its kind names (unset: the GenAI overview, in 3.17).
