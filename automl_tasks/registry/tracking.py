@@ -68,8 +68,7 @@ def unconfigure() -> None:
     """
     global _configured
     _configured = None
-    for thread, _ in _opening.values():   # none left opening a store its caller is about to remove
-        thread.join()
+    finish_opening()                   # none left opening a store its caller is about to remove
     _opening.clear()
     if "mlflow" not in sys.modules:    # nothing was set: not worth importing MLflow to say so
         return
@@ -105,7 +104,8 @@ def open_in_background() -> None:
     """Open the configured store in a thread while the caller waits on Spark (`prepare`): a SQL
     store's engine and schema check take about 1 s of Python work (1.7 s creating a new store's
     tables), which overlaps with a thread waiting on the JVM. MLflow caches the store per URI, so
-    the next client() finds it open (it waits for the thread, and raises what the thread raised).
+    the next client() finds it open (it waits for the thread, and raises what the thread raised;
+    a process that never asks exits after the thread, dropping its error with the unused store).
     Only in a process configured for the current settings (an entry point's); else nothing."""
     uri = config.tracking_uri(create=False)
     if uri != _configured or uri in _opening:
@@ -121,9 +121,18 @@ def open_in_background() -> None:
         except BaseException as exc:       # re-raised by client(), in the thread that asks
             result["error"] = exc
 
-    thread = threading.Thread(target=open_store, name="mlflow-open", daemon=True)
+    # Not a daemon: a command that fails meanwhile exits after the thread, never in the middle of
+    # creating a new store's tables (a half-made store fails every later run until it is migrated).
+    thread = threading.Thread(target=open_store, name="mlflow-open", daemon=False)
     _opening[uri] = (thread, result)
     thread.start()
+
+
+def finish_opening() -> None:
+    """Wait for the stores open_in_background is opening: a command failing meanwhile calls it so
+    that its error stays its last line (MLflow logs as it makes a new store's tables)."""
+    for thread, _ in list(_opening.values()):
+        thread.join()
 
 
 def _local_folder(uri: str) -> None:
@@ -264,7 +273,7 @@ class TrialLogger:
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.logged = 0
-        self.thread = threading.Thread(target=self._work, name="mlflow-trial-logger", daemon=True)
+        self.thread = threading.Thread(target=self._work, name="mlflow-trial-logger", daemon=False)
         self.thread.start()
 
     def submit(self, trials) -> None:
