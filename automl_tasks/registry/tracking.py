@@ -91,10 +91,11 @@ def client():
     if uri != _configured:
         configure()
     _local_folder(uri)
-    opening = _opening.pop(uri, None)
+    opening = _opening.get(uri)
     if opening is not None:            # open_in_background's store: MLflow keeps it per URI
         thread, result = opening
-        thread.join()
+        thread.join()                  # every thread asking meanwhile waits, none opens it twice
+        _opening.pop(uri, None)
         if "error" in result:
             raise result["error"]
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
