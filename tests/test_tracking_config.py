@@ -117,11 +117,9 @@ def test_find_run_matches_a_tag_value_with_a_quote_exactly(store, tmp_path):
         tracking.find_runs(client, [experiment], {"automl.branch": """o'brien "jr" """})
 
 
-def _opened_in_background(uri: str) -> dict:
-    """Wait for open_in_background's thread; what it left (an "error", or nothing)."""
-    thread, result = tracking._opening[uri]
-    thread.join()
-    return result
+def _opened_in_background(uri: str) -> BaseException | None:
+    """Wait for open_in_background's thread; the error it raised, if any."""
+    return tracking._opening[uri].join().error
 
 
 def test_a_store_opened_in_the_background_is_the_one_client_uses(store, tmp_path):
@@ -131,7 +129,7 @@ def test_a_store_opened_in_the_background_is_the_one_client_uses(store, tmp_path
     tracking.configure()
     tracking.open_in_background()
     tracking.open_in_background()            # once per store
-    assert _opened_in_background(store) == {}
+    assert _opened_in_background(store) is None
     assert db.exists()                       # the thread made the store's tables, not client()
     client = tracking.client()
     assert tracking._opening == {}
@@ -144,7 +142,8 @@ def test_client_raises_what_the_background_open_raised(store, tmp_path):
     (tmp_path / "a" / "mlflow.db").write_bytes(b"not a database " * 300)
     tracking.configure()
     tracking.open_in_background()
-    error = _opened_in_background(store)["error"]
+    error = _opened_in_background(store)
+    assert error is not None
     with pytest.raises(type(error)) as raised:
         tracking.client()
     assert raised.value is error

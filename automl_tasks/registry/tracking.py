@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from automl_tasks import config
+from automl_tasks.background import Background
 from automl_tasks.data.months import describe_months
 from automl_tasks.registry import links
 from automl_tasks.spec import ModelSpec
@@ -21,7 +22,7 @@ MAX_TAG = 5000
 
 # The store configure() pointed MLflow at in this process; None until it has.
 _configured: str | None = None
-_opening: dict[str, tuple] = {}     # URI -> (thread, result) of a store open_in_background is opening
+_opening: dict[str, Background] = {}     # URI -> a store open_in_background is opening
 
 
 def configure() -> str:
@@ -93,11 +94,9 @@ def client():
     _local_folder(uri)
     opening = _opening.get(uri)
     if opening is not None:            # open_in_background's store: MLflow keeps it per URI
-        thread, result = opening
-        thread.join()                  # every thread asking meanwhile waits, none opens it twice
+        opening.join()                 # every thread asking meanwhile waits, none opens it twice
         _opening.pop(uri, None)
-        if "error" in result:
-            raise result["error"]
+        opening.result()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -112,28 +111,22 @@ def open_in_background() -> None:
     if uri != _configured or uri in _opening:
         return
     _local_folder(uri)
-    result: dict = {}
 
-    def open_store() -> None:
+    def open_store():
         from mlflow import MlflowClient
 
-        try:
-            MlflowClient(tracking_uri=uri, registry_uri=uri)      # opens the tracking store
-        except BaseException as exc:       # re-raised by client(), in the thread that asks
-            result["error"] = exc
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)      # opens the tracking store
 
     # Not a daemon: a command that fails meanwhile exits after the thread, never in the middle of
     # creating a new store's tables (a half-made store fails every later run until it is migrated).
-    thread = threading.Thread(target=open_store, name="mlflow-open", daemon=False)
-    _opening[uri] = (thread, result)
-    thread.start()
+    _opening[uri] = Background(open_store, "mlflow-open", daemon=False)
 
 
 def finish_opening() -> None:
     """Wait for the stores open_in_background is opening: a command failing meanwhile calls it so
     that its error stays its last line (MLflow logs as it makes a new store's tables)."""
-    for thread, _ in list(_opening.values()):
-        thread.join()
+    for opening in list(_opening.values()):
+        opening.join()
 
 
 def _local_folder(uri: str) -> None:
