@@ -394,7 +394,6 @@ def main(argv: list[str] | None = None) -> int:
             from automl_tasks.spark import stop_background_start
 
             stop_background_start()      # the error is the command's last line
-        tracking.finish_opening()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -1,7 +1,7 @@
 """The whole `automl-tasks tune` command against a GridSearchCV script, each as a process (issue 19, item 1).
 
     nice -n 10 .venv/bin/python bench/tune_command.py [--rows 60000] [--repeats 2] \
-        [--trees before=/tmp/old-checkout after=.] [--json FILE]
+        [--trees before=/tmp/old-checkout after=.] [--store new|existing] [--json FILE]
 
 The data has the shape a user brings to a first tune (ROWS x 7: 4 numeric columns, 3 string
 categoricals, a binary label over 6 months). Each method runs as a new process, timed from
@@ -9,7 +9,8 @@ the outside, as a user runs it:
 
   ours (per tree)  `python -m automl_tasks.cli tune --spec S --json` with the tree on PYTHONPATH:
                    Spark start, the read and checks, the 16-point xgboost grid x 3 folds as
-                   Spark tasks, the default-params baseline, the refit, MLflow (a SQLite store).
+                   Spark tasks, the default-params baseline, the refit, MLflow (a SQLite store: new,
+                   or with --store existing made before the timed command).
   gridsearch       a script: pandas reads the parquet, categoricals as codes, sklearn
                    GridSearchCV(n_jobs=2) over XGBClassifier (1 thread each), the same grid, 3
                    folds, roc_auc, refit on the whole window: the issue's peer.
@@ -103,10 +104,13 @@ def _timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, str, list[tuple
     return time.monotonic() - started, out, lines
 
 
-def run_ours(tree: Path, spec: Path, work: Path) -> dict:
+def run_ours(tree: Path, spec: Path, work: Path, store: str = "new") -> dict:
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
     env = {**os.environ, "PYTHONPATH": str(tree), "AUTOML_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)          # the embedded SQLite store, as a first user has
+    env.pop("MLFLOW_TRACKING_URI", None)          # the embedded SQLite store, as `make demo`
+    if store == "existing":                       # made by an untimed process: a user's later command
+        subprocess.run([sys.executable, "-c", "import sys; from mlflow import MlflowClient; MlflowClient(sys.argv[1])",
+                        f"sqlite:///{home / 'mlflow.db'}"], env=env, check=True, capture_output=True)
     seconds, out, lines = _timed([sys.executable, "-m", "automl_tasks.cli", "tune", "--spec", str(spec), "--json"], env,
                                 cwd=tree)       # `-m` puts the working directory first on sys.path
     summary = json.loads(out)
@@ -131,6 +135,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--trees", nargs="+", default=[f"ours={ROOT}"], metavar="LABEL=PATH",
                         help="checkouts of this project to time, each as its own method")
+    parser.add_argument("--store", choices=["new", "existing"], default="new",
+                        help="ours' MLflow store: made by the command (a first user) or before it (later commands)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     trees = dict(item.split("=", 1) for item in args.trees)
@@ -141,7 +147,7 @@ def main() -> None:
     results: dict[str, list] = {label: [] for label in [*trees, *peers]}
     for repeat in range(args.repeats):
         for label, tree in trees.items():
-            results[label].append(run_ours(Path(tree).resolve(), spec, work))
+            results[label].append(run_ours(Path(tree).resolve(), spec, work, args.store))
             print(f"repeat {repeat} {label}: {results[label][-1]['seconds']:.1f}s {results[label][-1]['profile']}",
                   file=sys.stderr)
         for label, native in peers.items():

@@ -125,14 +125,16 @@ def _opened_in_background(uri: str) -> BaseException | None:
 def test_a_store_opened_in_the_background_is_the_one_client_uses(store, tmp_path):
     db = tmp_path / "a" / "mlflow.db"
     tracking.open_in_background()            # not configured yet: no entry point asked for it
-    assert tracking._opening == {} and not db.exists()
     tracking.configure()
+    tracking.open_in_background()            # a store not made yet is left to the first write
+    assert tracking._opening == {} and not db.exists()
+    MlflowClient(tracking_uri=store).create_experiment("made-before")
     tracking.open_in_background()
     tracking.open_in_background()            # once per store
-    assert _opened_in_background(store) is None
-    assert db.exists()                       # the thread made the store's tables, not client()
+    assert len(tracking._opening) == 1 and _opened_in_background(store) is None
     client = tracking.client()
     assert tracking._opening == {}
+    assert client.get_experiment_by_name("made-before") is not None
     experiment = client.create_experiment("made-after")
     assert MlflowClient(tracking_uri=store).get_experiment(experiment).name == "made-after"
 

@@ -69,7 +69,8 @@ def unconfigure() -> None:
     """
     global _configured
     _configured = None
-    finish_opening()                   # none left opening a store its caller is about to remove
+    for opening in _opening.values():  # none left opening a store its caller is about to remove
+        opening.join()
     _opening.clear()
     if "mlflow" not in sys.modules:    # nothing was set: not worth importing MLflow to say so
         return
@@ -91,7 +92,8 @@ def client():
     uri = config.tracking_uri(create=False)
     if uri != _configured:
         configure()
-    _local_folder(uri)
+    if uri.startswith("sqlite:///"):   # the folder of a local store (the home folder by default)
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     opening = _opening.get(uri)
     if opening is not None:            # open_in_background's store: MLflow keeps it per URI
         opening.join()                 # every thread asking meanwhile waits, none opens it twice
@@ -102,36 +104,24 @@ def client():
 
 def open_in_background() -> None:
     """Open the configured store in a thread while the caller waits on Spark (`prepare`): a SQL
-    store's engine and schema check take about 1 s of Python work (1.7 s creating a new store's
-    tables), which overlaps with a thread waiting on the JVM. MLflow caches the store per URI, so
-    the next client() finds it open (it waits for the thread, and raises what the thread raised;
-    a process that never asks exits after the thread, dropping its error with the unused store).
-    Only in a process configured for the current settings (an entry point's); else nothing."""
+    store's engine and schema check take about 1 s of Python work, which overlaps with a thread
+    waiting on the JVM. MLflow caches the store per URI, so the next client() finds it open (it
+    waits for the thread, and raises what the thread raised; a process that never asks exits
+    after the thread, dropping its error with the unused store). Only in a process configured for
+    the current settings (an entry point's), and never for a local store not made yet: a command
+    failing in its checks leaves no store behind, and client() makes it on the first write."""
     uri = config.tracking_uri(create=False)
-    if uri != _configured or uri in _opening:
+    if uri != _configured or uri in _opening or config.store_missing():
         return
-    _local_folder(uri)
 
     def open_store():
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=uri, registry_uri=uri)      # opens the tracking store
 
-    # Not a daemon: a command that fails meanwhile exits after the thread, never in the middle of
-    # creating a new store's tables (a half-made store fails every later run until it is migrated).
+    # Not a daemon: opening an empty database (a new PostgreSQL store) makes its tables, and a
+    # command failing meanwhile must exit after that, not in the middle of it.
     _opening[uri] = Background(open_store, "mlflow-open", daemon=False)
-
-
-def finish_opening() -> None:
-    """Wait for the stores open_in_background is opening: a command failing meanwhile calls it so
-    that its error stays its last line (MLflow logs as it makes a new store's tables)."""
-    for opening in list(_opening.values()):
-        opening.join()
-
-
-def _local_folder(uri: str) -> None:
-    if uri.startswith("sqlite:///"):   # the folder of a local store (the home folder by default)
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 # MLflow's UI opens an experiment on the page its kind names (unset: the GenAI overview, in 3.17).
