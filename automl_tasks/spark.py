@@ -7,10 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from automl_tasks.background import Background
 
-
-_starting: list[Background] = []     # a background start not yet taken over (at most one)
+_starting: list = []        # a background start not yet taken over: [thread, result]
 
 
 def start_in_background(app_name: str = "automl_tasks") -> None:
@@ -18,11 +16,23 @@ def start_in_background(app_name: str = "automl_tasks") -> None:
     ~12 s to start, mostly waiting on another process, and a command's imports ~8 s of CPU on
     the other core. get_spark() takes it over. Nothing to overlap (a session exists, or Spark
     Connect, whose session is a connection): nothing started."""
+    import threading
+
     from pyspark import SparkContext
 
     if _starting or SparkContext._active_spark_context is not None or os.environ.get("SPARK_REMOTE"):
         return
-    _starting.append(Background(lambda: _build(app_name), "spark-start", daemon=True))
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            result["spark"] = _build(app_name)
+        except BaseException as exc:       # re-raised by get_spark, in the thread that asks
+            result["error"] = exc
+
+    thread = threading.Thread(target=start, name="spark-start", daemon=True)
+    _starting.extend([thread, result])
+    thread.start()
 
 
 def stop_background_start() -> None:
@@ -31,9 +41,11 @@ def stop_background_start() -> None:
     for nobody."""
     if not _starting:
         return
-    started = _starting.pop().join()
-    if started.error is None:
-        started.value.stop()
+    thread, result = _starting
+    thread.join()
+    _starting.clear()
+    if "spark" in result:
+        result["spark"].stop()
 
 
 def get_spark(app_name: str = "automl_tasks"):
@@ -46,7 +58,12 @@ def get_spark(app_name: str = "automl_tasks"):
     from pyspark.sql import SparkSession
 
     if _starting:
-        spark = _starting.pop().result()
+        thread, result = _starting
+        thread.join()
+        _starting.clear()
+        if "error" in result:
+            raise result["error"]
+        spark = result["spark"]
         # PySpark keeps the active session per thread (a JVM thread-local): this thread's too.
         spark._jvm.SparkSession.setActiveSession(spark._jsparkSession)
         SparkSession._activeSession = spark

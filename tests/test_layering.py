@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "automl_tasks"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("errors", "config", "paths", "formatting", "progress", "background", "spark",
+    ("foundation", ("errors", "config", "paths", "formatting", "progress", "spark",
                     "data.months", "data.labels")),
     ("rules", ("models.algorithms", "models.lightgbm_distributed", "evaluation", "monitoring",
                "tuning.space")),

@@ -69,9 +69,8 @@ def test_a_failed_background_start_is_raised_where_the_session_is_asked_for():
 
 
 def test_a_command_failing_in_its_checks_makes_no_new_store(tmp_path):
-    """`tune` opens an existing MLflow store while Spark reads the data, but leaves a store not
-    made yet to its first write: a command failing in its checks (a source that is not there)
-    leaves no store behind."""
+    """A `tune` that fails once Spark has started, in its data checks (a source that is not there),
+    ends on its error and leaves no MLflow store behind: bad input changes nothing."""
     spec = write_spec(tmp_path, data={"source": str(tmp_path / "no_such_data")})
     home = tmp_path / "home"
     done = _run(f"import sys\nfrom automl_tasks.cli import main\nsys.exit(main({['tune', '--spec', str(spec)]!r}))\n",

@@ -115,38 +115,3 @@ def test_find_run_matches_a_tag_value_with_a_quote_exactly(store, tmp_path):
     assert tracking.find_run(client, [experiment], {"automl.branch": 'say "hi"'}) is None
     with pytest.raises(ValueError, match="both quote kinds"):
         tracking.find_runs(client, [experiment], {"automl.branch": """o'brien "jr" """})
-
-
-def _opened_in_background(uri: str) -> BaseException | None:
-    """Wait for open_in_background's thread; the error it raised, if any."""
-    return tracking._opening[uri].join().error
-
-
-def test_a_store_opened_in_the_background_is_the_one_client_uses(store, tmp_path):
-    db = tmp_path / "a" / "mlflow.db"
-    tracking.open_in_background()            # not configured yet: no entry point asked for it
-    tracking.configure()
-    tracking.open_in_background()            # a store not made yet is left to the first write
-    assert tracking._opening == {} and not db.exists()
-    MlflowClient(tracking_uri=store).create_experiment("made-before")
-    tracking.open_in_background()
-    tracking.open_in_background()            # once per store
-    assert len(tracking._opening) == 1 and _opened_in_background(store) is None
-    client = tracking.client()
-    assert tracking._opening == {}
-    assert client.get_experiment_by_name("made-before") is not None
-    experiment = client.create_experiment("made-after")
-    assert MlflowClient(tracking_uri=store).get_experiment(experiment).name == "made-after"
-
-
-def test_client_raises_what_the_background_open_raised(store, tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "mlflow.db").write_bytes(b"not a database " * 300)
-    tracking.configure()
-    tracking.open_in_background()
-    error = _opened_in_background(store)
-    assert error is not None
-    with pytest.raises(type(error)) as raised:
-        tracking.client()
-    assert raised.value is error
-    assert tracking._opening == {}

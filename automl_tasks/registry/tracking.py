@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from automl_tasks import config
-from automl_tasks.background import Background
 from automl_tasks.data.months import describe_months
 from automl_tasks.registry import links
 from automl_tasks.spec import ModelSpec
@@ -22,7 +21,6 @@ MAX_TAG = 5000
 
 # The store configure() pointed MLflow at in this process; None until it has.
 _configured: str | None = None
-_opening: dict[str, Background] = {}     # URI -> a store open_in_background is opening
 
 
 def configure() -> str:
@@ -69,9 +67,6 @@ def unconfigure() -> None:
     """
     global _configured
     _configured = None
-    for opening in _opening.values():  # none left opening a store its caller is about to remove
-        opening.join()
-    _opening.clear()
     if "mlflow" not in sys.modules:    # nothing was set: not worth importing MLflow to say so
         return
     import mlflow
@@ -94,34 +89,7 @@ def client():
         configure()
     if uri.startswith("sqlite:///"):   # the folder of a local store (the home folder by default)
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    opening = _opening.get(uri)
-    if opening is not None:            # open_in_background's store: MLflow keeps it per URI
-        opening.join()                 # every thread asking meanwhile waits, none opens it twice
-        _opening.pop(uri, None)
-        opening.result()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def open_in_background() -> None:
-    """Open the configured store in a thread while the caller waits on Spark (`prepare`): a SQL
-    store's engine and schema check take about 1 s of Python work, which overlaps with a thread
-    waiting on the JVM. MLflow caches the store per URI, so the next client() finds it open (it
-    waits for the thread, and raises what the thread raised; a process that never asks exits
-    after the thread, dropping its error with the unused store). Only in a process configured for
-    the current settings (an entry point's), and never for a local store not made yet: a command
-    failing in its checks leaves no store behind, and client() makes it on the first write."""
-    uri = config.tracking_uri(create=False)
-    if uri != _configured or uri in _opening or config.store_missing():
-        return
-
-    def open_store():
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)      # opens the tracking store
-
-    # Not a daemon: opening an empty database (a new PostgreSQL store) makes its tables, and a
-    # command failing meanwhile must exit after that, not in the middle of it.
-    _opening[uri] = Background(open_store, "mlflow-open", daemon=False)
 
 
 # MLflow's UI opens an experiment on the page its kind names (unset: the GenAI overview, in 3.17).
@@ -257,7 +225,7 @@ class TrialLogger:
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.logged = 0
-        self.thread = threading.Thread(target=self._work, name="mlflow-trial-logger", daemon=False)
+        self.thread = threading.Thread(target=self._work, name="mlflow-trial-logger", daemon=True)
         self.thread.start()
 
     def submit(self, trials) -> None:

@@ -42,7 +42,6 @@ def prepare_for_tuning(spark, spec: ModelSpec, month: str | None = None, slots: 
     """`prepare` with the training path decided from the window's size and the spec's
     `training`: a window bound for the data-parallel path stays on Spark, never collected.
     Every caller that checks the data first and then hands `tune` the window uses this."""
-    tracking.open_in_background()      # the MLflow store opens while Spark reads and checks
     slots = slots or task_slots(spark)
     return prepare(spark, spec, month, decide=training_path.decider(spark, spec, slots), monitored=monitored)
 

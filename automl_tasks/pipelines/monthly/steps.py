@@ -63,8 +63,8 @@ def check(state: dict, ctx: MonthContext) -> dict:
 
     spec, month = ctx.spec, ctx.month
     training_path.check_spark_support(ctx.spark, spec.algorithms)
-    prepared = ctx.prepared          # first: the MLflow store opens meanwhile (prepare_for_tuning)
     champion = ctx.champion(promotion.current_champion(spec.name))
+    prepared = ctx.prepared
     if champion is not None:
         holdout.check_schema(champion[1], prepared, month)
     with claimed(ctx):
