@@ -35,8 +35,8 @@ def test_get_spark_takes_over_the_session_started_in_the_background():
                                         "again the same True pending 0", "rows 5"], done.stdout
 
 
-def _cli(*argv: str) -> list[str]:
-    done = _run(f"import sys\nfrom automl_tasks.cli import main\nsys.exit(main({list(argv)!r}))\n")
+def _cli(*argv: str, **env: str) -> list[str]:
+    done = _run(f"import sys\nfrom automl_tasks.cli import main\nsys.exit(main({list(argv)!r}))\n", **env)
     assert done.returncode == 2, done.stderr[-3000:]
     return done.stderr.strip().splitlines()
 
@@ -73,8 +73,6 @@ def test_a_command_failing_in_its_checks_makes_no_new_store(tmp_path):
     ends on its error and leaves no MLflow store behind: bad input changes nothing."""
     spec = write_spec(tmp_path, data={"source": str(tmp_path / "no_such_data")})
     home = tmp_path / "home"
-    done = _run(f"import sys\nfrom automl_tasks.cli import main\nsys.exit(main({['tune', '--spec', str(spec)]!r}))\n",
-                AUTOML_HOME=str(home), MLFLOW_TRACKING_URI="")
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and lines[-1].startswith("error: ") and "no_such_data" in lines[-1], lines[-8:]
+    lines = _cli("tune", "--spec", str(spec), AUTOML_HOME=str(home), MLFLOW_TRACKING_URI="")
+    assert lines[-1].startswith("error: ") and "no_such_data" in lines[-1], lines[-8:]
     assert not (home / "mlflow.db").exists()
