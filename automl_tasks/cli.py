@@ -388,7 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         tracking.configure()         # this process's MLflow store (a bad MLFLOW_TRACKING_URI: exit 2)
         # Libraries print to stdout (MLflow's "View run" lines): keep stdout for our result.
         with contextlib.redirect_stdout(sys.stderr):
-            result = args.run(args)
+            try:
+                result = args.run(args)
+            finally:                 # any command may have used Spark (score does when it must)
+                from automl_tasks.spark import release_connect_session
+
+                release_connect_session()
     except AutomlError as exc:
         if getattr(args, "spark", False):
             from automl_tasks.spark import stop_background_start

@@ -48,6 +48,27 @@ def stop_background_start() -> None:
         result["spark"].stop()
 
 
+def release_connect_session() -> None:
+    """End this process's Spark Connect session, if it has one: the server frees the session's
+    cached models and frames now, and PySpark has nothing left to clean up at interpreter exit.
+    That clean-up (an atexit RPC, finalizers of model references sending their own) can block
+    the exit for good after the command has printed its result (SPARK-55326, SPARK-59125). A
+    local session is left alone: it ends with the process, and the tests share theirs."""
+    if not os.environ.get("SPARK_REMOTE") or "pyspark.sql.connect.session" not in sys.modules:
+        return       # no Connect session was ever made here
+    import gc
+
+    from pyspark.errors import PySparkRuntimeError
+    from pyspark.sql.connect.session import SparkSession
+
+    try:
+        session = SparkSession.active()       # this thread's, else the process's default one
+    except PySparkRuntimeError:               # none, or stopped already
+        return
+    gc.collect()        # the dropped model references send their deletes now, one at a time
+    session.stop()      # releases the session and closes the channel; finalizers then send nothing
+
+
 def get_spark(app_name: str = "automl_tasks"):
     """Return the active session or build one (or the one start_in_background is building).
 

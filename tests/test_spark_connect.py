@@ -7,7 +7,7 @@ no JVM: what an Airflow task is in the deployment); the same command runs in thi
 tests' local session. The --json records must agree field by field (tests/support/json_records.py:
 run ids, paths and durations by type only, every other value to 1e-6): tune on both training
 paths, two monthly months, the ablation study and the PoC. What Connect cannot run fails before anything is written,
-naming the setting to use instead.
+naming the setting to use instead. Every command releases its session on the server before it exits.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from tests.support import compose
 from tests.support.cli import run_cli
 from tests.support.json_records import cli_json, differences, placeholders, redact
 from tests.support.poc_data import churn_frame, write_csv
-from tests.support.spark_connect import connect_service
+from tests.support.spark_connect import connect_service, sessions_left_open
 from tests.support.specs import write_spec
 
 pytestmark = pytest.mark.timeout(1800)
@@ -34,9 +35,15 @@ LIGHTGBM_ONLY = {"lightgbm": {"search": "random", "trials": 2,
                               "space": {"num_leaves": {"int": [4, 16]}, "n_estimators": [20]}}}
 
 
+@dataclass(frozen=True)
+class Server:
+    address: str        # sc://127.0.0.1:PORT
+    log: Path
+
+
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory):
-    """The `sc://` address of compose's spark-connect service, running on loopback."""
+    """Compose's spark-connect service, running on loopback."""
     if compose.compose_client() is None:
         if os.environ.get("CI") == "true":
             pytest.fail("no docker compose client under CI: .ci/run must install it")
@@ -44,7 +51,7 @@ def remote(tmp_path_factory):
     root = tmp_path_factory.mktemp("spark-connect")
     loop = compose.Loopback(compose.resolved(), root, binds={})
     with connect_service(loop, root / "logs") as address:
-        yield address
+        yield Server(address, root / "logs" / "spark-connect.log")
 
 
 @pytest.fixture
@@ -52,12 +59,21 @@ def connect_env(remote, tracking, tmp_path):
     """A Connect client's environment: the server's address, this test's MLflow and home, and the
     staging folder the per-trial path shares with the executors."""
     env = {k: v for k, v in os.environ.items() if k != "SPARK_MASTER"}
-    return {**env, "SPARK_REMOTE": remote, "MLFLOW_TRACKING_URI": tracking,
+    return {**env, "SPARK_REMOTE": remote.address, "MLFLOW_TRACKING_URI": tracking,
             "AUTOML_HOME": str(tmp_path / "connect-home"), "AUTOML_STAGING_DIR": str(tmp_path / "staging")}
 
 
-def through_connect(args: list[str], env: dict[str, str], log: Path) -> dict:
-    code, out = run_cli([*args, "--json"], env, log)
+def connect_cli(args: list[str], env: dict[str, str], log: Path, server: Server) -> tuple[int, str]:
+    """run_cli through the server; the command must leave no session open there (an open one
+    is what PySpark's exit-time clean-up would block the exit on)."""
+    code, out = run_cli(args, env, log)
+    left = sessions_left_open(server.log)
+    assert not left, f"{' '.join(args)} left Spark Connect sessions open: {sorted(left)}"
+    return code, out
+
+
+def through_connect(args: list[str], env: dict[str, str], log: Path, server: Server) -> dict:
+    code, out = connect_cli([*args, "--json"], env, log, server)
     assert code == 0, log.read_text()[-3000:]
     return json.loads(out)
 
@@ -82,7 +98,7 @@ def test_tune_through_connect_equals_local_mode(training, remote, connect_env, d
     specs = [write_spec(demo_dir, "binary", filename=f"{name}.yaml", name=name, **extra) for name in names]
     local = cli_json(capsys, "tune", "--spec", str(specs[0]), "--month", "2017-10")
     connect = through_connect(["tune", "--spec", str(specs[1]), "--month", "2017-10"], connect_env,
-                              tmp_path / "tune.log")
+                              tmp_path / "tune.log", remote)
     found = same_records(local, connect, names)
     assert not found, "\n".join(found)
     assert spark_tag(tracking, connect["run_id"]) == "connect: local[2]"     # the server's executors
@@ -104,7 +120,7 @@ def test_two_monthly_months_through_connect_equal_local_mode(remote, connect_env
     for month, promotion in (("2017-10", "auto"), ("2017-11", "manual")):
         args = ["monthly", "--month", month, "--promotion", promotion]
         local = cli_json(capsys, *args, "--spec", str(specs[0]))
-        connect = through_connect([*args, "--spec", str(specs[1])], connect_env, tmp_path / f"{month}.log")
+        connect = through_connect([*args, "--spec", str(specs[1])], connect_env, tmp_path / f"{month}.log", remote)
         for result in (local, connect):
             placeholders(result, tracking)
         found = same_records(local, connect, names)
@@ -124,7 +140,7 @@ def test_the_poc_through_connect_equals_local_mode(remote, connect_env, spark, t
     # No --algorithms: the default set, without the Spark ML ones, which Connect cannot log.
     log = tmp_path / "poc.log"
     connect = through_connect([*common, "--name", "cx_poc_connect"], {**connect_env, "AUTOML_DATA_ROOTS": str(data)},
-                              log)
+                              log, remote)
     assert re.search(r"spark_linear, spark_random_forest, spark_gbt left out: .*SPARK_MASTER", log.read_text())
     keys = ("algorithm", "value", "oof_value", "default_params_value", "params", "trials", "status", "rank")
     rows = [[{k: entry[k] for k in keys} for entry in result["leaderboard"]] for result in (local, connect)]
@@ -149,7 +165,7 @@ def test_the_ablation_study_through_connect_equals_local_mode(remote, connect_en
     args = ["ablation", "--month", "2017-12", "--table", str(tmp_path / "bureau_snapshot.parquet"), "--on", "id",
             "--candidates", "bureau_score,noise_1", "--repeats", "2", "--folds", "2"]
     local = cli_json(capsys, *args, "--spec", str(specs[0]))
-    connect = through_connect([*args, "--spec", str(specs[1])], connect_env, tmp_path / "ablation.log")
+    connect = through_connect([*args, "--spec", str(specs[1])], connect_env, tmp_path / "ablation.log", remote)
     for result in (local, connect):
         del result["seconds"]                      # durations (wave, fits, total)
     found = same_records(local, connect, names)
@@ -161,7 +177,7 @@ def test_what_connect_cannot_run_fails_first_naming_the_setting(remote, connect_
                                                                 tmp_path):
     name = "cx_refused"
     spec = write_spec(demo_dir, "binary", filename=f"{name}.yaml", name=name, training="data_parallel")
-    code, _ = run_cli(["tune", "--spec", str(spec), "--month", "2017-10"], connect_env, tmp_path / "dp.log")
+    code, _ = connect_cli(["tune", "--spec", str(spec), "--month", "2017-10"], connect_env, tmp_path / "dp.log", remote)
     message = (tmp_path / "dp.log").read_text()
     assert code == 2, message[-2000:]
     assert "algorithm 'xgboost' cannot run through Spark Connect (SPARK_REMOTE)" in message
@@ -171,8 +187,8 @@ def test_what_connect_cannot_run_fails_first_naming_the_setting(remote, connect_
     data = tmp_path / "data"
     write_csv(churn_frame(200), data / "churn_train.csv")
     env = {**connect_env, "AUTOML_DATA_ROOTS": str(data)}
-    code, _ = run_cli(["poc", "--data", str(data / "churn_train.csv"), "--label", "churn", "--name", name,
-                       "--algorithms", "xgboost,spark_linear"], env, tmp_path / "poc.log")
+    code, _ = connect_cli(["poc", "--data", str(data / "churn_train.csv"), "--label", "churn", "--name", name,
+                           "--algorithms", "xgboost,spark_linear"], env, tmp_path / "poc.log", remote)
     message = (tmp_path / "poc.log").read_text()
     assert code == 2, message[-2000:]
     assert "algorithm 'spark_linear' cannot run through Spark Connect" in message and "leave it out" in message

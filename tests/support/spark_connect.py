@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,9 +80,18 @@ def wait_healthy(loop: compose.Loopback, proc: subprocess.Popen, env: dict[str, 
 
 @contextlib.contextmanager
 def connect_service(loop: compose.Loopback, logs: Path, timeout_s: float = 300.0):
-    """Start the service, yield its `sc://` address, stop its process group on exit."""
+    """Start the service, yield its `sc://` address, stop its process group on exit. Its log is
+    logs/spark-connect.log."""
     proc, env = start(loop, logs)
     try:
         yield wait_healthy(loop, proc, env, logs / f"{SERVICE}.log", timeout_s)
     finally:
         stop_group(proc)
+
+
+def sessions_left_open(log: Path) -> set[str]:
+    """The client sessions the server's log shows used and never closed (its INFO lines name
+    each session a request uses, and the one a client releases: "Closing session ...")."""
+    text = log.read_text()
+    used = set(re.findall(r"sessionId: ([0-9a-f-]{36})", text))
+    return used - set(re.findall(r"Closing session with userId: .* and sessionId: ([0-9a-f-]{36})", text))
