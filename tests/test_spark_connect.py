@@ -26,7 +26,7 @@ from tests.support import compose
 from tests.support.cli import run_cli
 from tests.support.json_records import cli_json, differences, placeholders, redact
 from tests.support.poc_data import churn_frame, write_csv
-from tests.support.spark_connect import connect_service, sessions_left_open
+from tests.support.spark_connect import connect_service, service_log, sessions_left_open
 from tests.support.specs import write_spec
 
 pytestmark = pytest.mark.timeout(1800)
@@ -51,7 +51,7 @@ def remote(tmp_path_factory):
     root = tmp_path_factory.mktemp("spark-connect")
     loop = compose.Loopback(compose.resolved(), root, binds={})
     with connect_service(loop, root / "logs") as address:
-        yield Server(address, root / "logs" / "spark-connect.log")
+        yield Server(address, service_log(root / "logs"))
 
 
 @pytest.fixture

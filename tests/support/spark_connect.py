@@ -56,13 +56,17 @@ def healthy(loop: compose.Loopback, env: dict[str, str]) -> bool:
                           timeout=30).returncode == 0
 
 
+def service_log(logs: Path) -> Path:
+    return logs / f"{SERVICE}.log"
+
+
 def start(loop: compose.Loopback, logs: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     env = service_env(loop)
     argv = loop.command(SERVICE, env)
     if argv[0] != "spark-submit":
         raise RuntimeError(f"{SERVICE} runs {argv[0]}: the stack runs this venv's spark-submit")
     logs.mkdir(parents=True, exist_ok=True)
-    return spawn(argv, logs / f"{SERVICE}.log", env=env, cwd=logs), env
+    return spawn(argv, service_log(logs), env=env, cwd=logs), env
 
 
 def wait_healthy(loop: compose.Loopback, proc: subprocess.Popen, env: dict[str, str], log: Path,
@@ -81,10 +85,10 @@ def wait_healthy(loop: compose.Loopback, proc: subprocess.Popen, env: dict[str, 
 @contextlib.contextmanager
 def connect_service(loop: compose.Loopback, logs: Path, timeout_s: float = 300.0):
     """Start the service, yield its `sc://` address, stop its process group on exit. Its log is
-    logs/spark-connect.log."""
+    service_log(logs)."""
     proc, env = start(loop, logs)
     try:
-        yield wait_healthy(loop, proc, env, logs / f"{SERVICE}.log", timeout_s)
+        yield wait_healthy(loop, proc, env, service_log(logs), timeout_s)
     finally:
         stop_group(proc)
 

@@ -271,7 +271,7 @@ class _Services:
 
     def wait_spark_connect(self):
         spark_connect.wait_healthy(self.loop, self.connect, self.connect_env,
-                                   self.logs / "spark-connect.log", self.timeout_s)
+                                   spark_connect.service_log(self.logs), self.timeout_s)
 
     def start_airflow_scheduler(self):
         self._airflow_process("airflow-scheduler")
